@@ -1,0 +1,1 @@
+"""Networks MONAI lacks (e.g. MedFormer) and factories for configuring MONAI networks."""

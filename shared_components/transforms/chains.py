@@ -1,0 +1,238 @@
+"""The transform chains of every bundle, built from a few dataset-specific values.
+
+A bundle says what is specific to its data (spacing, orientation, intensity normalisation, patch size, label
+mapping) and gets the standard chain: the deterministic part is cached by ``CacheDataset``/``PersistentDataset``,
+the random part (sampling, augmentation) runs each epoch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+from monai.transforms import (
+    Activationsd,
+    AsDiscreted,
+    CastToTyped,
+    Compose,
+    CropForegroundd,
+    EnsureTyped,
+    Invertd,
+    LoadImaged,
+    NormalizeIntensityd,
+    Orientationd,
+    RandAdjustContrastd,
+    RandAffined,
+    RandCropByPosNegLabeld,
+    RandFlipd,
+    RandGaussianNoised,
+    RandGaussianSmoothd,
+    RandScaleIntensityd,
+    RandShiftIntensityd,
+    RandSpatialCropSamplesd,
+    SaveImaged,
+    ScaleIntensityRanged,
+    ScaleIntensityRangePercentilesd,
+    Spacingd,
+    SpatialPadd,
+)
+
+from shared_components.transforms.labels import LabelToRegionsd, RegionsToLabeld, RemapLabelsd, TakeFirstOutputd
+
+IMAGE, LABEL, PRED = "image", "label", "pred"
+AUGMENTATIONS = ("none", "light", "default", "strong")
+
+
+def intensity_transforms(intensity: str | Mapping[str, Any] | None, key: str = IMAGE) -> list:
+    """Intensity normalisation from a spec: ``zscore`` (MRI), ``ct`` (HU window to [0, 1]), ``ct_zscore``
+    (nnU-Net CT: clip to percentiles then dataset mean/std), ``percentile`` or ``none``."""
+    spec = {"kind": intensity} if isinstance(intensity, str) or intensity is None else dict(intensity)
+    kind = spec.pop("kind", None) or "none"
+    if kind == "zscore":
+        return [NormalizeIntensityd(key, nonzero=spec.get("nonzero", True), channel_wise=True)]
+    if kind == "ct":
+        return [ScaleIntensityRanged(key, a_min=spec["a_min"], a_max=spec["a_max"], b_min=0.0, b_max=1.0, clip=True)]
+    if kind == "ct_zscore":
+        lo, hi = spec["a_min"], spec["a_max"]
+        return [
+            ScaleIntensityRanged(key, a_min=lo, a_max=hi, b_min=lo, b_max=hi, clip=True),
+            NormalizeIntensityd(key, subtrahend=spec["mean"], divisor=spec["std"]),
+        ]
+    if kind == "percentile":
+        lo, hi = spec.get("lower", 0.5), spec.get("upper", 99.5)
+        return [ScaleIntensityRangePercentilesd(key, lo, hi, b_min=0.0, b_max=1.0, clip=True, channel_wise=True)]
+    if kind == "none":
+        return []
+    raise ValueError(f"Unknown intensity normalisation {kind!r}: use zscore, ct, ct_zscore, percentile or none.")
+
+
+def preprocessing(
+    pixdim: Sequence[float] | None = None,
+    orientation: str | None = "RAS",
+    intensity: str | Mapping[str, Any] | None = "zscore",
+    label_map: Mapping[int, int] | None = None,
+    regions: Mapping[str, Sequence[int]] | None = None,
+    crop_foreground: bool = False,
+    with_label: bool = True,
+) -> list:
+    """Deterministic chain: load (multi-channel file lists are stacked), reorient, resample, map labels,
+    normalise intensity and optionally crop to the non-zero image region."""
+    keys = [IMAGE, LABEL] if with_label else [IMAGE]
+    t: list = [LoadImaged(keys, ensure_channel_first=True, image_only=True)]
+    t.append(EnsureTyped(IMAGE, dtype=torch.float32, track_meta=True))
+    if orientation:
+        t.append(Orientationd(keys, axcodes=orientation, labels=None))
+    if pixdim is not None:
+        modes = ("bilinear", "nearest") if with_label else ("bilinear",)
+        t.append(Spacingd(keys, pixdim=pixdim, mode=modes))
+    if with_label:
+        if label_map:
+            t.append(RemapLabelsd(LABEL, label_map))
+        else:
+            t.append(CastToTyped(LABEL, dtype=torch.uint8))
+        if regions:
+            t.append(LabelToRegionsd(LABEL, regions))
+    t += intensity_transforms(intensity)
+    if crop_foreground:
+        t.append(CropForegroundd(keys, source_key=IMAGE, allow_smaller=True, margin=0))
+    return t
+
+
+def augmentations(level: str = "default", flip_axes: Sequence[int] | None = (0, 1, 2), keys=(IMAGE, LABEL)) -> list:
+    """Random augmentations at a named strength, applied to sampled patches.
+
+    ``light``: mirroring and intensity scale/shift; ``default`` adds small rotations/scaling and noise;
+    ``strong`` (nnU-Net-like) adds larger affine ranges, blur and contrast (gamma) changes.
+    """
+    if level not in AUGMENTATIONS:
+        raise ValueError(f"augmentation must be one of {AUGMENTATIONS}, got {level!r}.")
+    keys = list(keys)
+    if level == "none":
+        return []
+    t: list = [RandFlipd(keys, prob=0.5, spatial_axis=a) for a in flip_axes or ()]
+    t += [RandScaleIntensityd(IMAGE, factors=0.1, prob=0.5), RandShiftIntensityd(IMAGE, offsets=0.1, prob=0.5)]
+    if level in ("default", "strong"):
+        rot, scale = (0.26, 0.1) if level == "default" else (0.52, 0.25)
+        t.append(
+            RandAffined(
+                keys,
+                prob=0.2 if level == "default" else 0.3,
+                rotate_range=(rot, rot, rot),
+                scale_range=(scale, scale, scale),
+                mode=("bilinear", "nearest")[: len(keys)],
+                padding_mode="zeros",
+            )
+        )
+        t.append(RandGaussianNoised(IMAGE, prob=0.15, std=0.1))
+    if level == "strong":
+        t.append(RandGaussianSmoothd(IMAGE, sigma_x=(0.5, 1.0), sigma_y=(0.5, 1.0), sigma_z=(0.5, 1.0), prob=0.2))
+        t.append(RandAdjustContrastd(IMAGE, gamma=(0.7, 1.5), prob=0.3))
+    return t
+
+
+def train_transforms(
+    patch_size: Sequence[int],
+    pixdim: Sequence[float] | None = None,
+    orientation: str | None = "RAS",
+    intensity: str | Mapping[str, Any] | None = "zscore",
+    label_map: Mapping[int, int] | None = None,
+    regions: Mapping[str, Sequence[int]] | None = None,
+    crop_foreground: bool = False,
+    sampling: str = "label",
+    num_samples: int = 1,
+    pos_neg: Sequence[float] = (1.0, 1.0),
+    augmentation: str = "default",
+    flip_axes: Sequence[int] | None = (0, 1, 2),
+) -> Compose:
+    """Training chain: :func:`preprocessing`, padding to the patch, patch sampling and augmentation.
+
+    ``sampling='label'`` draws patches centred on foreground/background with ratio ``pos_neg``
+    (``RandCropByPosNegLabeld``); ``'random'`` draws them uniformly (best when the patch covers the image).
+    """
+    keys = [IMAGE, LABEL]
+    t = preprocessing(pixdim, orientation, intensity, label_map, regions, crop_foreground, with_label=True)
+    t.append(SpatialPadd(keys, spatial_size=list(patch_size)))
+    if sampling == "label":
+        t.append(
+            RandCropByPosNegLabeld(
+                keys,
+                LABEL,
+                spatial_size=list(patch_size),
+                pos=pos_neg[0],
+                neg=pos_neg[1],
+                num_samples=num_samples,
+                image_key=IMAGE,
+                allow_smaller=False,
+            )
+        )
+    elif sampling == "random":
+        t.append(RandSpatialCropSamplesd(keys, roi_size=list(patch_size), num_samples=num_samples, random_size=False))
+    else:
+        raise ValueError(f"sampling must be 'label' or 'random', got {sampling!r}.")
+    t += augmentations(augmentation, flip_axes, keys)
+    return Compose(t)
+
+
+def val_transforms(**kwargs: Any) -> Compose:
+    """Validation/evaluation chain: :func:`preprocessing` with the label (whole images, no sampling)."""
+    return Compose(preprocessing(with_label=True, **kwargs))
+
+
+def infer_transforms(**kwargs: Any) -> Compose:
+    """Inference chain: :func:`preprocessing` of the image alone (no label needed)."""
+    kwargs.pop("label_map", None), kwargs.pop("regions", None)
+    return Compose(preprocessing(with_label=False, **kwargs))
+
+
+def post_transforms(
+    stage: str,
+    num_classes: int,
+    multilabel: bool = False,
+    preprocessing: Compose | None = None,
+    output_dir: str | None = None,
+    output_postfix: str = "seg",
+    regions: Mapping[str, Sequence[int]] | None = None,
+) -> Compose:
+    """Post-processing of network outputs.
+
+    ``stage='metrics'`` (training/validation): discrete one-hot ``pred`` and ``label`` for Dice.
+    ``stage='save'`` (inference/evaluation): probabilities inverted to the input's original geometry
+    through ``preprocessing``, then discretised (argmax; or, for overlapping ``regions``, a 0.5 threshold painted
+    back into one label map by :meth:`RegionsToLabeld.from_regions`) and written as uint8 NIfTI to ``output_dir``.
+    """
+    act = Activationsd(PRED, sigmoid=True) if multilabel else Activationsd(PRED, softmax=True)
+    if stage == "metrics":
+        t: list = [TakeFirstOutputd(PRED), act]
+        if multilabel:
+            t.append(AsDiscreted(PRED, threshold=0.5))
+        else:
+            t.append(AsDiscreted([PRED, LABEL], argmax=[True, False], to_onehot=[num_classes, num_classes]))
+        return Compose(t)
+    if stage != "save":
+        raise ValueError(f"stage must be 'metrics' or 'save', got {stage!r}.")
+    if preprocessing is None or output_dir is None:
+        raise ValueError("stage='save' needs the preprocessing to invert and an output_dir.")
+    t = [
+        act,
+        Invertd(PRED, transform=preprocessing, orig_keys=IMAGE, nearest_interp=False, to_tensor=True),
+    ]
+    if multilabel:
+        t.append(AsDiscreted(PRED, threshold=0.5))
+        t.append(
+            RegionsToLabeld.from_regions(PRED, regions) if regions else RegionsToLabeld(PRED, range(1, num_classes + 1))
+        )
+    else:
+        t.append(AsDiscreted(PRED, argmax=True))
+    t.append(
+        SaveImaged(
+            PRED,
+            output_dir=output_dir,
+            output_postfix=output_postfix,
+            output_dtype="uint8",
+            resample=False,
+            separate_folder=False,
+            print_log=False,
+        )
+    )
+    return Compose(t)
