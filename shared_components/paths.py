@@ -6,16 +6,26 @@ import os
 from pathlib import Path
 
 DATA_ENV = "SEG_DATA_DIR"
+SHARED_ENV = "SEG_SHARED_DIR"
 PACKAGE_DIR = Path(__file__).resolve().parent
 REPO_ROOT = PACKAGE_DIR.parent
 
 
+def shared_root() -> Path:
+    """Reference material (data, schemas): ``$SEG_SHARED_DIR``, else ``../shared`` next to the repository."""
+    env = os.environ.get(SHARED_ENV)
+    return Path(env).expanduser().resolve() if env else (REPO_ROOT.parent / "shared").resolve()
+
+
 def data_root() -> Path:
-    """Root folder of the datasets: ``$SEG_DATA_DIR``, else ``../shared/data`` next to the repository checkout."""
+    """Root folder of the datasets: ``$SEG_DATA_DIR``, else ``data/`` of :func:`shared_root`."""
     env = os.environ.get(DATA_ENV)
-    if env:
-        return Path(env).expanduser().resolve()
-    return (REPO_ROOT.parent / "shared" / "data").resolve()
+    return Path(env).expanduser().resolve() if env else shared_root() / "data"
+
+
+def schemas_dir() -> Path:
+    """The Model Zoo metadata JSON schemas, for offline ``verify_metadata --filepath``."""
+    return shared_root() / "schemas"
 
 
 def dataset_dir(name: str) -> str:

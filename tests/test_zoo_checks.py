@@ -10,10 +10,10 @@ import pytest
 import torch
 from monai.bundle import ConfigParser
 
-from shared_components.paths import REPO_ROOT
+from shared_components.paths import schemas_dir
 from tests.conftest import HIPPO
 
-SCHEMAS = sorted((REPO_ROOT.parent / "shared" / "schemas").glob("meta_schema_*.json"))
+SCHEMAS = sorted(schemas_dir().glob("meta_schema_*.json"))
 
 
 def _bundle_cmd(bundle: Path, *args: str) -> subprocess.CompletedProcess:
