@@ -64,3 +64,28 @@ def leave_one_center_out(entries: Sequence[dict[str, Any]], center_key: str = "c
         raise ValueError(f"{len(missing)} entries have no '{center_key}', e.g. {missing[0].get('image')}.")
     index = {c: i for i, c in enumerate(centers)}
     return [{**e, "fold": index[str(e[center_key])]} for e in entries]
+
+
+FOLD_MODES = ("kfold", "loco")
+
+
+def make_folds(
+    entries: Sequence[dict[str, Any]],
+    folds: int = 5,
+    seed: int = 0,
+    mode: str = "kfold",
+    group_key: str = "subject",
+    center_key: str = "center",
+) -> list[dict[str, Any]]:
+    """Folds for a converter: ``kfold`` (:func:`assign_folds`: grouped by subject, stratified by centre when entries
+    have one; ``folds <= 1`` puts every entry in fold 0) or ``loco`` (:func:`leave_one_center_out`: fold = centre)."""
+    if mode in ("loco", "leave_one_center_out", "center"):
+        return leave_one_center_out(entries, center_key=center_key)
+    if mode != "kfold":
+        raise ValueError(f"fold mode must be one of {FOLD_MODES}, got {mode!r}.")
+    if not entries:
+        return []
+    if folds <= 1:
+        return [{**e, "fold": 0} for e in entries]
+    stratify = center_key if any(e.get(center_key) is not None for e in entries) else None
+    return assign_folds(entries, n_folds=folds, seed=seed, group_key=group_key, stratify_key=stratify)

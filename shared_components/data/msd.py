@@ -6,7 +6,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from shared_components.data.datalist import save_datalist, subject_of
+from shared_components.data.conventions import CONVENTIONS
+from shared_components.data.convert import datalist_path, write_datalist
+from shared_components.data.datalist import subject_of
 from shared_components.data.errors import DataValidationError, Problem
 from shared_components.data.folds import assign_folds
 
@@ -65,20 +67,29 @@ def msd_datalist(src: str | Path, folds: int = 5, seed: int = 0) -> dict[str, An
         raise DataValidationError(problems, source=str(meta_file))
     if not training:
         raise ValueError(f"{meta_file} lists no training cases.")
-    return {
+    out = {
         "name": meta.get("name", src.name),
         "description": meta.get("description", ""),
         "modality": meta.get("modality", {}),
         "labels": meta.get("labels", {}),
         "num_channels": len(meta.get("modality", {"0": ""})),
         "source_layout": "msd",
-        "training": assign_folds(training, n_folds=folds, seed=seed),
-        "test": test,
     }
+    if _is_brain_tumour(meta):
+        out["regions"] = CONVENTIONS["msd"]["regions"]
+    out["training"] = assign_folds(training, n_folds=folds, seed=seed)
+    out["test"] = test
+    return out
 
 
-def convert_msd(src: str | Path, dst: str | Path, folds: int = 5, seed: int = 0) -> Path:
-    """Write ``dst/datalist.json`` (or ``dst`` itself when it ends in ``.json``) for an MSD task folder."""
-    dst = Path(dst)
-    out = dst if dst.suffix == ".json" else dst / "datalist.json"
-    return save_datalist(msd_datalist(src, folds=folds, seed=seed), out)
+def _is_brain_tumour(meta: dict[str, Any]) -> bool:
+    """Task01 (BRATS): labels 1 oedema, 2 non-enhancing, 3 enhancing -> TC/WT/ET regions (``conventions.py``)."""
+    names = {str(k): str(v).lower() for k, v in meta.get("labels", {}).items()}
+    return "edema" in names.get("1", "") and "enhancing" in names.get("3", "")
+
+
+def convert_msd(src: str | Path, dst: str | Path, folds: int = 5, seed: int = 0, check: str = "quick") -> Path:
+    """Write ``dst/datalist.json`` (or ``dst`` itself when it ends in ``.json``) for an MSD task folder, after
+    checking the files (``check``: ``off``, ``quick`` headers, ``full`` voxels too)."""
+    datalist = {**msd_datalist(src, folds=folds, seed=seed), "dataset_dir": str(Path(src).resolve())}
+    return write_datalist(datalist, datalist_path(dst), check=check)
