@@ -6,7 +6,6 @@ user would run it; only the data, output folders and training length are overrid
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 from shared_components.bundle.runner import EVALUATE, INFER, TRAIN, run_bundle
@@ -17,21 +16,14 @@ from shared_components.data.synthetic import write_msd_hippocampus
 from shared_components.evaluation.plots import overlay_png
 
 
-def dice_table(raw_csv: str | Path, class_names: tuple[str, ...] = ("anterior", "posterior")) -> str:
-    """A per-class Dice table (mean, std, n) from MONAI's ``MetricsSaver`` per-case CSV
-    (columns ``filename, class0, class1, ..., mean``; foreground classes only)."""
-    import numpy as np
+def metrics_table(eval_dir: str | Path) -> str:
+    """The evaluation summary (``metrics_summary.csv`` written by ``configs/evaluate.yaml``) as a Markdown table:
+    per class Dice, HD95, mean surface distance and normalised surface Dice, mean [95% CI] over the cases."""
+    import pandas as pd
 
-    with open(raw_csv) as f:
-        rows = list(csv.reader(f))
-    header, body = rows[0], rows[1:]
-    values = np.array([[float(v) for v in r[1:-1]] for r in body])
-    names = [class_names[i] if i < len(class_names) else h for i, h in enumerate(header[1:-1])]
-    out = [f"{'class':<12}{'Dice mean':>10}{'std':>8}{'n':>5}"]
-    for name, col in [*zip(names, values.T, strict=True), ("mean", np.nanmean(values, axis=1))]:
-        col = col[~np.isnan(col)]
-        out.append(f"{name:<12}{col.mean():>10.4f}{col.std():>8.4f}{len(col):>5}")
-    return "\n".join(out)
+    from shared_components.evaluation.report import SUMMARY_CSV, summary_markdown
+
+    return summary_markdown(pd.read_csv(Path(eval_dir) / SUMMARY_CSV))
 
 
 def run_demo(
@@ -89,8 +81,8 @@ def run_demo(
     png = overlay_png(
         case["image"], pred, out_dir / "overlay.png", label=case["label"], title=f"{bundle}: {Path(case['image']).name}"
     )
-    print("[6/6] validation Dice (best checkpoint):")
-    print(dice_table(out_dir / "eval" / "val_mean_dice_raw.csv"))
+    print("[6/6] validation Dice, HD95, surface distance and surface Dice (best checkpoint), mean [95% CI]:")
+    print(metrics_table(out_dir / "eval"))
     print(
         f"\noutputs: {out_dir}\n  weights     {out_dir / 'models' / 'model.pt'}\n  metrics     {out_dir / 'eval'}"
         f"\n  predictions {out_dir / 'predictions'}\n  overlay PNG {png}\n  TensorBoard {out_dir / 'logs'}"

@@ -32,12 +32,13 @@ def test_train_evaluate_infer(tmp_path, hippo_dir, tiny_hippo):
     assert list((tmp_path / "logs").glob("events.out.tfevents.*")), "no TensorBoard events written"
 
     run_cli(HIPPO, EVALUATE, common, log)
-    raw = tmp_path / "eval" / "val_mean_dice_raw.csv"
-    assert raw.is_file() and (tmp_path / "eval" / "metrics.csv").is_file()
-    rows = list(csv.reader(raw.read_text().splitlines()))
-    assert rows[0] == ["filename", "class0", "class1", "mean"]  # two foreground classes and their per-case mean
-    assert len(rows) == 2 and rows[1][0].endswith(".nii.gz")  # the one fold-0 case
-    assert all(0.0 <= float(v) <= 1.0 for v in rows[1][1:])
+    per_case = list(csv.DictReader((tmp_path / "eval" / "metrics_per_case.csv").read_text().splitlines()))
+    assert {r["case"] for r in per_case} == {"hippocampus_001"}  # the one fold-0 case
+    assert {(r["class"], r["metric"]) for r in per_case} == {
+        (c, m) for c in ("anterior", "posterior") for m in ("dice", "hd95", "msd", "nsd")
+    }
+    assert all(0.0 <= float(r["value"]) <= 1.0 for r in per_case if r["metric"] in ("dice", "nsd"))
+    assert (tmp_path / "eval" / "metrics_summary.json").is_file()
 
     images = sorted((hippo_dir / "imagesTr").glob("hippocampus_00[13].nii.gz"))
     infer = {

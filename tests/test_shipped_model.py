@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import csv
-
-import numpy as np
+import pandas as pd
 import pytest
 
 from shared_components.bundle.runner import EVALUATE
@@ -21,11 +19,13 @@ def test_shipped_model_dice(tmp_path, hippo_dir, bundles_dir):
         "check_data": "off",
     }
     run_cli(HIPPO, EVALUATE, overrides, tmp_path / "eval.log")
-    rows = list(csv.reader((tmp_path / "eval" / "val_mean_dice_raw.csv").read_text().splitlines()))
-    assert rows[0] == ["filename", "class0", "class1", "mean"]
-    cases = rows[1:]
-    assert len(cases) == 42  # fold 0 of the shipped 5-fold split of the 208 cases
-    per_class = np.array([[float(v) for v in r[1:3]] for r in cases])
-    assert per_class.shape == (42, 2)
-    mean_fg = float(np.nanmean(per_class))
+    per_case = pd.read_csv(tmp_path / "eval" / "metrics_per_case.csv")
+    dice = per_case[per_case["metric"] == "dice"].pivot(index="case", columns="class", values="value")
+    assert list(dice.columns) == ["anterior", "posterior"]
+    assert len(dice) == 42  # fold 0 of the shipped 5-fold split of the 208 cases
+    mean_fg = float(dice.to_numpy().mean())
     assert mean_fg >= 0.85, f"mean foreground Dice {mean_fg:.4f} < 0.85"
+    summary = pd.read_csv(tmp_path / "eval" / "metrics_summary.csv").set_index(["group", "class", "metric"])
+    assert summary.loc[("all", "mean", "dice"), "mean"] == pytest.approx(mean_fg, abs=1e-5)
+    assert summary.loc[("all", "mean", "hd95"), "mean"] < 3.0  # mm, 1 mm voxels
+    assert summary.loc[("all", "mean", "nsd"), "mean"] > 0.85

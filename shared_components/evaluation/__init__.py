@@ -1,1 +1,14 @@
-"""Evaluation: metrics tables, statistics and plots."""
+"""Evaluation: per-case metrics, their statistics and reports, cross-validation, the benchmark, and plots."""
+
+from shared_components.evaluation.handlers import SegmentationMetrics, class_names
+from shared_components.evaluation.metrics import METRICS, case_metrics, spacing_from_affine
+from shared_components.evaluation.transforms import evaluation_postprocessing
+
+__all__ = [
+    "METRICS",
+    "SegmentationMetrics",
+    "case_metrics",
+    "class_names",
+    "evaluation_postprocessing",
+    "spacing_from_affine",
+]
