@@ -107,10 +107,11 @@ def folder_datalist(
     pattern = re.compile(channel_regex) if channel_regex and not img_fixed else None
     channel_mode = False
     if pattern:
+        known = set(label_by_key) | {k[: -len(x)] for k in label_by_key for x in LABEL_SUFFIXES if k.endswith(x)}
         matched = {f: pattern.search(k) for f, k in img_keys.items()}
-        exact = sum(k in label_by_key for k in img_keys.values())
-        stripped = sum(m is not None and img_keys[f][: m.start()] in label_by_key for f, m in matched.items())
-        channel_mode = stripped > exact if label_by_key else all(matched.values())
+        exact = sum(k in known for k in img_keys.values())
+        stripped = sum(m is not None and img_keys[f][: m.start()] in known for f, m in matched.items())
+        channel_mode = stripped > exact if known else all(matched.values())
     cases: dict[str, dict[int, list[Path]]] = defaultdict(lambda: defaultdict(list))
     problems: list[Problem] = []
     for f, key in img_keys.items():

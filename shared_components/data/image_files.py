@@ -59,7 +59,8 @@ def read_header(path: str | os.PathLike) -> ImageHeader:
         shape = tuple(int(s) for s in img.shape)
         if path.endswith(".nii"):
             hdr = img.header
-            expected = int(hdr["vox_offset"]) + int(np.prod(shape)) * hdr.get_data_dtype().itemsize
+            offset = int(getattr(img.dataobj, "offset", max(int(hdr["vox_offset"]), 352)))
+            expected = offset + int(np.prod(shape)) * hdr.get_data_dtype().itemsize
             size = os.path.getsize(path)
             if size < expected:
                 raise ValueError(f"file is truncated ({size} bytes, the header needs {expected})")

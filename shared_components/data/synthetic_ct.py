@@ -5,7 +5,7 @@ The phantom is an axial slab from the lung bases to the lower kidneys: air (-100
 subcutaneous fat (~-100), a muscle wall (~50) and intra-abdominal fat, bowel loops with gas, the liver on the
 patient's right, the spleen posterior-left, two bean-shaped kidneys with a renal pelvis, a pancreas curving from
 the duodenum to the splenic hilum, aorta and IVC, a vertebra (cancellous ~250, cortical ~700 HU) with its spinal
-canal, ribs, lung bases (~-850) and the scanner table. Organ shapes are ellipsoids deformed by smooth random
+canal, ribs, lung bases (~-850) above the diaphragm and the scanner table. Organ shapes are ellipsoids deformed by smooth random
 fields; the contrast phase (unenhanced to portal venous) varies per case, as do size, position, spacing and
 noise. Liver tumours are hypodense lesions inside the liver.
 """
@@ -16,7 +16,7 @@ import json
 from pathlib import Path
 
 import numpy as np
-from scipy.ndimage import gaussian_filter
+from scipy.ndimage import binary_dilation, gaussian_filter
 from tqdm import tqdm
 
 from shared_components.data.phantom_utils import blob, save_nifti, smooth_field, tube, world_grid
@@ -54,6 +54,7 @@ def abdomen_ct_phantom(
     hu[wall] = 50
     cavity = body & (r_body <= 1 - fat_t - 0.07)
     hu[cavity] = -90 + 8 * sm[2][cavity]
+    inner = body & (r_body < 1 - fat_t - 0.1)  # inside the rib cage: where organs may lie
 
     # bowel loops (anterior, caudal half) with gas pockets
     bowel = cavity & (sm[3] > 0.3) & (y > body_y0 - 20) & (z < 40)
@@ -71,7 +72,7 @@ def abdomen_ct_phantom(
     liver = blob(
         x, y, z, (u(-85, -60), u(-5, 20), u(20, 45)), (u(75, 90), u(75, 95), u(60, 75)), sm[0], 0.2, u(-0.3, 0.3)
     )
-    masks["liver"] = (liver < 1) & cavity
+    masks["liver"] = (liver < 1) & inner
     hu[masks["liver"]] = 58 + 55 * phase + 4 * sm[2][masks["liver"]]
     # gallbladder under the liver (fluid, unlabelled)
     gb = (blob(x, y, z, (-45, 25, -10), (15, 18, 25)) < 1) & masks["liver"]
@@ -91,14 +92,14 @@ def abdomen_ct_phantom(
     spleen = blob(
         x, y, z, (u(85, 105), u(-55, -35), u(20, 45)), (u(25, 33), u(45, 60), u(45, 60)), sm[1], 0.15, u(0.4, 0.8)
     )
-    masks["spleen"] = (spleen < 1) & cavity & ~masks["liver"]
+    masks["spleen"] = (spleen < 1) & inner & ~masks["liver"]
     hu[masks["spleen"]] = 48 + 70 * phase + 4 * sm[3][masks["spleen"]]
     # kidneys: posterior, both sides of the spine, caudal; hilum notch and renal pelvis
     for side in (-1, 1):
         cx, cz = side * u(62, 75), u(-40, -15)
         k = blob(x, y, z, (cx, spine_y + u(5, 15), cz), (u(24, 30), u(26, 32), u(45, 55)), sm[2], 0.08, side * 0.3)
         hilum = blob(x, y, z, (cx - side * 22, spine_y + 15, cz), (14, 12, 18)) < 1
-        kidney = (k < 1) & ~hilum & body
+        kidney = (k < 1) & ~hilum & inner
         masks["kidney"] |= kidney
         hu[kidney] = 35 + 150 * phase * (k[kidney] > 0.55) + 60 * phase * (k[kidney] <= 0.55)  # cortex vs medulla
         pelvis = kidney & (blob(x, y, z, (cx - side * 8, spine_y + 12, cz), (8, 8, 14)) < 1)
@@ -109,7 +110,7 @@ def abdomen_ct_phantom(
     tail = (u(70, 85), spine_y + u(25, 40), u(5, 20))
     mid = (0.0, spine_y + u(60, 75), u(-5, 10))
     d, t = tube(x, y, z, (head, mid, tail))
-    masks["pancreas"] = (d < (13 - 5 * t) * (1 + 0.15 * sm[5])) & cavity
+    masks["pancreas"] = (d < (13 - 5 * t) * (1 + 0.15 * sm[5])) & inner
     masks["pancreas"] &= ~(masks["liver"] | masks["spleen"] | masks["kidney"])
     hu[masks["pancreas"]] = 40 + 55 * phase + 6 * sm[0][masks["pancreas"]]
     # vessels in front of the spine
@@ -117,6 +118,8 @@ def abdomen_ct_phantom(
     ivc = np.sqrt((x + 22) ** 2 + (y - spine_y - 34) ** 2) < u(10, 13)
     hu[aorta & body] = 45 + 170 * phase
     hu[ivc & body] = 45 + 110 * phase
+    for k in masks:
+        masks[k] &= ~(aorta | ivc)
     # vertebra: body (cancellous + cortex), canal, posterior elements, paraspinal muscles
     rv = np.sqrt(x**2 + (y - spine_y) ** 2)
     vert = rv < 20
@@ -134,7 +137,10 @@ def abdomen_ct_phantom(
     hu[ribs] = 600
     # lung bases: cranial, posterior-lateral, where liver and spleen are not
     lungs = (z > 55) & cavity & (np.abs(x) > 30) & (y < body_y0 + 30) & ~(masks["liver"] | masks["spleen"])
+    diaphragm = lungs & binary_dilation(masks["liver"] | masks["spleen"], iterations=2)
+    lungs &= ~diaphragm
     hu[lungs] = -850 + 30 * sm[3][lungs]
+    hu[diaphragm] = 45  # the muscle between the lung bases and the upper abdominal organs
     # scanner table below the patient
     table = (y < body_y0 - b - 8) & (y > body_y0 - b - 18) & (np.abs(x) < 170)
     hu[table] = 150

@@ -56,9 +56,9 @@ def brain_tumour_phantom(
     fine = smooth_field(shape, rng, sigma=1.2)
     u = rng.uniform
     tissue = np.zeros(shape, np.uint8)
-    brain = blob(x, y, z, (0, 0, 0), (0.88, 0.92, 0.85), f[0], 0.04) < 1
+    brain = blob(x, y, z, (0, 0, 0), (0.7, 0.8, 0.75), f[0], 0.04) < 1
     tissue[brain] = WM
-    depth = blob(x, y, z, (0, 0, 0), (0.88, 0.92, 0.85), f[0], 0.04)
+    depth = blob(x, y, z, (0, 0, 0), (0.7, 0.8, 0.75), f[0], 0.04)
     cortex = brain & (depth > 0.78 + 0.06 * fine)  # a gyrated grey-matter shell
     tissue[cortex] = GM
     tissue[brain & (depth > 0.97)] = CSF  # sulcal CSF at the surface
