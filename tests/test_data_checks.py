@@ -173,6 +173,9 @@ def test_subject_in_two_folds_is_leakage(tmp_path):
     b["subject"], b["fold"] = "c1", 1
     problems, msg = _problems(tmp_path, [a, b])
     assert "subject is in several folds [0, 1] (data leakage)" in msg
+    # as the bundles call it: the cases of one split, training and validation
+    with pytest.raises(DataValidationError, match=r"several sections \['training', 'validation'\]"):
+        check_datalist({"training": [a], "validation": [b]}, str(tmp_path))
 
 
 def test_several_bad_cases_all_reported(tmp_path):

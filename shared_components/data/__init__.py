@@ -1,20 +1,37 @@
-"""Datalists, converters from official dataset layouts, folds, validation and synthetic data."""
+"""Datalists, converters from official dataset layouts, folds, validation, fingerprints and synthetic data."""
 
-from shared_components.data.checks import check_datalist
+from shared_components.data.abdomenct1k import convert_abdomenct1k
+from shared_components.data.brats import convert_brats
+from shared_components.data.checks import check_datalist, check_datalist_file
 from shared_components.data.datalist import load_datalist, save_datalist, split, subject_of
 from shared_components.data.datasets import inference_items, make_dataset
 from shared_components.data.errors import DataValidationError, Problem
-from shared_components.data.folds import assign_folds, leave_one_center_out
+from shared_components.data.fingerprint import fingerprint, recommended
+from shared_components.data.folders import convert_folder
+from shared_components.data.folds import assign_folds, leave_one_center_out, make_folds
+from shared_components.data.lits import convert_lits
+from shared_components.data.msd import convert_msd
+from shared_components.data.table import convert_table
 
 __all__ = [
     "DataValidationError",
     "Problem",
     "assign_folds",
     "check_datalist",
+    "check_datalist_file",
+    "convert_abdomenct1k",
+    "convert_brats",
+    "convert_folder",
+    "convert_lits",
+    "convert_msd",
+    "convert_table",
+    "fingerprint",
     "inference_items",
     "leave_one_center_out",
     "load_datalist",
     "make_dataset",
+    "make_folds",
+    "recommended",
     "save_datalist",
     "split",
     "subject_of",
