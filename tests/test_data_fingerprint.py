@@ -27,6 +27,7 @@ def test_hippocampus_fingerprint(hippo_dir, tmp_path):
     assert rec["intensity"]["kind"] == "zscore" and rec["sampling"] == "random" and 2 <= rec["batch_size"] <= 16
     assert rec["num_classes"] == 3 and rec["multilabel"] is False
     assert fp["labels"]["values"] == [0, 1, 2] and 1 < fp["labels"]["median_percentage"]["1"] < 5
+    assert any("varies" in w and "normalise per case" in w for w in fp["warnings"])  # uint8 and float32 cases
     fg = fp["intensity"][0]["foreground"]
     assert fg["p00_5"] < fg["median"] < fg["p99_5"]
     written = json.loads((tmp_path / "fingerprint.json").read_text())

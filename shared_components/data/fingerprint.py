@@ -196,7 +196,8 @@ def fingerprint(
         do_ccp: also count connected components per label (slower).
         num_threads: torch threads during the analysis (1 is fastest for per-case statistics on CPU).
 
-    Returns the fingerprint: ``spacing``, ``shape``, ``intensity`` (per channel, whole image and foreground),
+    Returns the fingerprint: ``warnings`` (heterogeneous intensity scales or spacings, labels absent from some
+    cases), ``spacing``, ``shape``, ``intensity`` (per channel, whole image and foreground),
     ``labels``, ``recommended`` (``pixdim``, ``patch_size``, ``intensity`` spec for ``preprocessing_args``, ...)
     and ``datastats`` (DataAnalyzer's summary).
     """
@@ -280,6 +281,7 @@ def fingerprint(
         **{k: labels[k] for k in ("num_classes", "multilabel") if k in labels},
     }
     fp = {
+        "warnings": _warnings(by_case, spacings, labels, is_ct),
         "datalist": str(datalist) if not isinstance(datalist, dict) else None,
         "dataset_dir": base_dir,
         "n_cases": len(by_case),
@@ -304,6 +306,29 @@ def fingerprint(
     if out is not None:
         save_datalist(fp, out)  # atomic JSON write
     return fp
+
+
+def _warnings(by_case: list[dict], spacings: np.ndarray, labels: dict[str, Any], is_ct: bool) -> list[str]:
+    """Dataset traits a user should know before training."""
+    out = []
+    high = np.array([[ch["percentile_99_5"] for ch in _plain(c["image_stats"]["intensity"])] for c in by_case], float)
+    for k in range(high.shape[1]):
+        lo, hi = np.percentile(np.abs(high[:, k]), [5, 95])
+        if not is_ct and lo > 0 and hi / lo > 5:
+            out.append(
+                f"channel {k}: the 99.5th intensity percentile varies {hi / lo:.0f}x between cases (5th-95th "
+                "percentile of cases): normalise per case (zscore), not with dataset-wide constants"
+            )
+    ratio = spacings.max(0) / spacings.min(0)
+    for axis in np.flatnonzero(ratio > 1.5):
+        out.append(
+            f"axis {axis}: spacing ranges {spacings[:, axis].min():.3g}-{spacings[:, axis].max():.3g} mm: resample "
+            "to the recommended pixdim"
+        )
+    for value, n in labels.get("missing_in_cases", {}).items():
+        if value != "0":
+            out.append(f"label {value} is absent from {n} of {len(by_case)} cases")
+    return out
 
 
 def _axis_stats(a: np.ndarray) -> dict[str, list[float]]:
@@ -372,5 +397,6 @@ def summary(fp: dict[str, Any]) -> str:
             f"labels {fp['labels'].get('values')} (median % of voxels {fp['labels'].get('median_percentage')})",
             f"recommended: pixdim {r['pixdim']}, patch_size {r['patch_size']}, intensity {r['intensity']}, "
             f"batch_size {r['batch_size']}, crop_foreground {r['crop_foreground']}, sampling {r['sampling']}",
+            *[f"warning: {w}" for w in fp.get("warnings", [])],
         ]
     )
