@@ -137,6 +137,18 @@ def test_brats2021(synth, tmp_path):
     assert len(train) == 4 and all(Path(f).is_file() for e in train for f in e["image"])
 
 
+def test_brats2023_layout_is_detected(tmp_path):
+    src = S.write_brats(tmp_path / "BraTS2023", n=3, release="2023")
+    data = load_datalist(convert_brats(src, tmp_path / "out", folds=3, check="full"))
+    assert data["source_layout"] == "brats:brats2023" and data["convention"] == "brats2023"
+    assert data["regions"] == {"TC": [1, 3], "WT": [1, 2, 3], "ET": [3]} and data["labels"]["3"] == "enhancing tumor"
+    assert data["training"][0]["image"][0] == "BraTS-GLI-00000-000/BraTS-GLI-00000-000-t2f.nii.gz"
+    # 2021 label values (4 = enhancing) read with the 2023 convention are caught before training
+    with pytest.raises(DataValidationError, match=r"label values \[4\] are outside"):
+        brats = load_datalist(convert_brats(S.write_brats(tmp_path / "b21", n=3), tmp_path / "o21", folds=3))
+        check_datalist(brats, brats["dataset_dir"], preprocessing_args={"regions": data["regions"]}, level="full")
+
+
 def test_brats_missing_channel_reported(synth, tmp_path):
     src = tmp_path / "BraTS2021"
     shutil.copytree(synth / "BraTS2021", src)

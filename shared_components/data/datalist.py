@@ -12,6 +12,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from shared_components.data.image_files import strip_suffix
+
 SECTIONS = ("training", "validation", "test")
 
 
@@ -104,10 +106,7 @@ def subject_of(entry: dict[str, Any]) -> str:
     image = entry["image"]
     first = image[0] if isinstance(image, list | tuple) else image
     name = os.path.basename(str(first))
-    for ext in (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd", ".npy"):
-        if name.endswith(ext):
-            return name[: -len(ext)]
-    return name
+    return name[: -len(".npy")] if name.endswith(".npy") else strip_suffix(name)
 
 
 def describe(datalist: str | os.PathLike | dict[str, Any]) -> str:

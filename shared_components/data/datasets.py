@@ -10,8 +10,8 @@ from typing import Any
 from monai.data import CacheDataset, Dataset, PersistentDataset
 
 from shared_components.data.datalist import SECTIONS, load_datalist, resolve_entry
+from shared_components.data.image_files import IMAGE_SUFFIXES
 
-IMAGE_SUFFIXES = (".nii.gz", ".nii", ".mha", ".mhd", ".nrrd")
 CACHE_MODES = ("memory", "disk", "none")
 
 

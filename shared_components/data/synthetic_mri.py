@@ -135,19 +135,26 @@ def write_msd_brain_tumour(dst: str | Path, n_train: int = 6, n_test: int = 2, s
     return dst
 
 
-def write_brats(dst: str | Path, n: int = 6, seed: int = 0, n_unlabelled: int = 0) -> Path:
+def write_brats(dst: str | Path, n: int = 6, seed: int = 0, n_unlabelled: int = 0, release: str = "2021") -> Path:
     """BraTS 2021 layout: ``BraTS2021_XXXXX/BraTS2021_XXXXX_{t1,t1ce,t2,flair,seg}.nii.gz`` (int16 images, 1 mm);
-    labels 1 necrotic/non-enhancing core, 2 oedema, 4 enhancing. ``n_unlabelled`` extra subjects have no ``seg``
-    (like the validation release)."""
+    labels 1 necrotic/non-enhancing core, 2 oedema, 4 enhancing. ``release='2023'`` writes the BraTS 2023 glioma
+    layout instead: ``BraTS-GLI-XXXXX-000/BraTS-GLI-XXXXX-000-{t1n,t1c,t2w,t2f,seg}.nii.gz`` with 3 = enhancing.
+    ``n_unlabelled`` extra subjects have no ``seg`` (like the validation release)."""
+    if release not in ("2021", "2023"):
+        raise ValueError(f"release must be '2021' or '2023', got {release!r}.")
     dst = Path(dst)
     case_id = 0
-    for i, image, tissue in _brain_cases(n + n_unlabelled, seed, "synthetic BraTS 2021"):
-        subject = f"BraTS2021_{case_id:05d}"
+    names = ("flair", "t1", "t1ce", "t2") if release == "2021" else ("t2f", "t1n", "t1c", "t2w")
+    for i, image, tissue in _brain_cases(n + n_unlabelled, seed, f"synthetic BraTS {release}"):
+        subject = f"BraTS2021_{case_id:05d}" if release == "2021" else f"BraTS-GLI-{case_id:05d}-000"
+        sep = "_" if release == "2021" else "-"
         case_id += 1 + i % 3  # the released ids have gaps
-        for c, ch in enumerate(("flair", "t1", "t1ce", "t2")):
-            save_nifti(dst / subject / f"{subject}_{ch}.nii.gz", np.round(image[c]), (1.0, 1.0, 1.0), dtype=np.int16)
+        for c, ch in enumerate(names):
+            path = dst / subject / f"{subject}{sep}{ch}.nii.gz"
+            save_nifti(path, np.round(image[c]), (1.0, 1.0, 1.0), dtype=np.int16)
         if i < n:
-            save_nifti(dst / subject / f"{subject}_seg.nii.gz", _tumour_label(tissue, "brats2021"), (1.0, 1.0, 1.0))
+            label = _tumour_label(tissue, f"brats{release}")
+            save_nifti(dst / subject / f"{subject}{sep}seg.nii.gz", label, (1.0, 1.0, 1.0))
     return dst
 
 
