@@ -1,10 +1,12 @@
 """Evaluation: per-case metrics, their statistics and reports, cross-validation, the benchmark, and plots."""
 
+from shared_components.evaluation.ensemble import FoldEnsemble
 from shared_components.evaluation.handlers import SegmentationMetrics, class_names
 from shared_components.evaluation.metrics import METRICS, case_metrics, spacing_from_affine
 from shared_components.evaluation.transforms import evaluation_postprocessing
 
 __all__ = [
+    "FoldEnsemble",
     "METRICS",
     "SegmentationMetrics",
     "case_metrics",
