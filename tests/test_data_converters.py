@@ -313,3 +313,28 @@ def test_command_line(tmp_path):
     r = run("scripts/prepare_data.py", "check", str(tmp_path / "LiTS" / "datalist.json"), "--level", "full")
     assert r.returncode == 2 and "[volume-2]" in r.stderr and "label file is unreadable" in r.stderr
     assert json.loads((tmp_path / "LiTS" / "datalist.json").read_text())["num_folds"] == 3
+
+
+def test_datalists_load_through_the_bundle_chain(synth, data_dir, tmp_path):
+    """Each converter's output goes through the bundles' preprocessing (MONAI LoadImaged stacking channel files,
+    4D MSD files, LPS-stored CT reoriented to RAS, regions and label_map applied)."""
+    from shared_components.transforms.chains import val_transforms
+
+    cases = {
+        "spleen": (convert_msd(synth / "Task09_Spleen", tmp_path / "a", folds=2), {"intensity": {"kind": "ct", "a_min": -100, "a_max": 250}}),
+        "bt": (convert_msd(synth / "Task01_BrainTumour", tmp_path / "b", folds=2), {}),
+        "brats": (convert_brats(synth / "BraTS2021", tmp_path / "c", folds=2), {}),
+        "amygdala": (convert_folder(synth / "amygdala", tmp_path / "d", folds=2), {"pixdim": (1.0, 1.0, 1.0)}),
+        "abdomen": (convert_folder(data_dir / "abdomen_ct_example", tmp_path / "e", images="ct.nii.gz",
+                                   labels="labels_total.nii.gz", folds=1, select="spleen,liver"), {}),
+    }  # fmt: skip
+    for name, (path, args) in cases.items():
+        data = load_datalist(path)
+        args = {**args, **{k: data[k] for k in ("regions", "label_map") if data.get(k)}}
+        out = val_transforms(**args)(split(data, fold=None, part="all", base_dir=data["dataset_dir"])[0])
+        assert out["image"].shape[0] == data["num_channels"], name
+        assert out["image"].shape[1:] == out["label"].shape[1:], name
+        assert out["label"].shape[0] == (3 if data.get("regions") else 1), name
+        if data.get("label_map"):
+            assert set(out["label"].unique().tolist()) == {0, 1, 2}, name
+        assert nib.aff2axcodes(out["image"].affine.numpy()) == ("R", "A", "S"), name  # LPS-stored CT reoriented
