@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import statistics
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -171,6 +172,7 @@ class SegmentationMetrics:
             "timing": {
                 "evaluation_seconds": time.perf_counter() - self._t_epoch,
                 "inference_seconds_per_case": sum(c["inference_seconds"] for c in cases) / n,
+                "inference_seconds_median": statistics.median(c["inference_seconds"] for c in cases),
                 "postprocessing_seconds_per_case": sum(c["postprocessing_seconds"] for c in cases) / n,
                 "metrics_seconds_per_case": sum(c["metrics_seconds"] for c in cases) / n,
             },

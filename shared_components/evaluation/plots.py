@@ -89,3 +89,63 @@ def learning_curves_png(histories: dict[str, str | Path], out_png: str | Path, m
     fig.savefig(out_png, dpi=100)
     plt.close(fig)
     return out_png
+
+
+def _save(fig: plt.Figure, out_png: str | Path) -> Path:
+    out_png = Path(out_png)
+    out_png.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_png.with_name(out_png.stem + ".tmp.png")
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    tmp.replace(out_png)
+    return out_png
+
+
+def case_boxplot_png(per_case, out_png: str | Path, metric: str = "dice", models: list[str] | None = None) -> Path:
+    """Box plots of a per-case metric, one box per model and one panel per class (and the per-case class mean),
+    with every case drawn as a point. ``per_case`` has columns ``model, case, fold, class, metric, value``."""
+    import pandas as pd
+
+    from shared_components.evaluation.report import with_case_means
+
+    df = per_case[per_case["metric"] == metric]
+    models = models or list(dict.fromkeys(df["model"]))
+    parts = [with_case_means(g.drop(columns="model")).assign(model=m) for m, g in df.groupby("model", sort=False)]
+    df = pd.concat(parts, ignore_index=True) if parts else df
+    classes = list(dict.fromkeys(df["class"]))
+    fig, axes = plt.subplots(1, len(classes), figsize=(max(4.0, 1.1 * len(models)) * len(classes), 4.5), squeeze=False)
+    rng = np.random.default_rng(0)
+    for ax, cls in zip(axes[0], classes, strict=True):
+        data = [df[(df["class"] == cls) & (df["model"] == m)]["value"].to_numpy() for m in models]
+        ax.boxplot(data, showmeans=True, widths=0.6)
+        for i, vals in enumerate(data, start=1):
+            ax.scatter(i + rng.uniform(-0.15, 0.15, len(vals)), vals, s=8, alpha=0.5, color="k", zorder=3)
+        ax.set_xticks(range(1, len(models) + 1), models, rotation=30, ha="right")
+        ax.set_title(f"{metric} - {cls}")
+        ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    return _save(fig, out_png)
+
+
+def cost_scatter_png(table, out_png: str | Path, metric: str = "dice_mean") -> Path:
+    """Accuracy against cost: ``metric`` (with its confidence interval as error bars) against total training time
+    and against the number of parameters, one labelled point per model. ``table`` has columns ``model``,
+    ``metric``, ``metric_ci_low``/``_ci_high``, ``train_minutes`` and ``parameters``."""
+    t = table.dropna(subset=[metric])
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    err = np.vstack([t[metric] - t[f"{metric}_ci_low"], t[f"{metric}_ci_high"] - t[metric]]).clip(min=0)
+    for ax, col, label in (
+        (axes[0], "train_minutes", "training time per run (min)"),
+        (axes[1], "parameters", "parameters (millions)"),
+    ):
+        x = t[col] / (1e6 if col == "parameters" else 1)
+        ax.errorbar(x, t[metric], yerr=err, fmt="o", capsize=3)
+        for xi, yi, name in zip(x, t[metric], t["model"], strict=True):
+            ax.annotate(name, (xi, yi), textcoords="offset points", xytext=(5, 5), fontsize=8)
+        name = "Dice (mean over classes)" if metric == "dice_mean" else metric.replace("_", " ")
+        ax.set(xlabel=label, ylabel=f"{name}, 95% CI", title=f"{name} vs {label.split(' (')[0]}")
+        if col == "parameters" and len(x) > 1 and x.max() > 10 * x.min() > 0:
+            ax.set_xscale("log")
+        ax.grid(alpha=0.3, which="both")
+    fig.tight_layout()
+    return _save(fig, out_png)

@@ -1,0 +1,132 @@
+"""A benchmark of two working bundles and a broken one on 6 real hippocampus cases (1 epoch each): the failure is
+recorded and the grid goes on; the leaderboard's numbers match the per-case CSVs; statistics, plots and MLflow."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pandas as pd
+import pytest
+from scipy import stats
+
+from shared_components.data.msd import msd_datalist
+from shared_components.evaluation.benchmark import dataset_name, make_report, run_benchmark
+from shared_components.evaluation.report import with_case_means
+from shared_components.evaluation.runs import resolve_bundles
+from tests.conftest import HIPPO
+
+pytestmark = pytest.mark.slow
+
+
+def variant(src, dst, old: str, new: str):
+    shutil.copytree(src / "configs", dst / "configs")
+    text = (dst / "configs" / "train.yaml").read_text()
+    assert old in text
+    (dst / "configs" / "train.yaml").write_text(text.replace(old, new))
+    return dst
+
+
+@pytest.fixture(scope="module")
+def grid(tmp_path_factory, hippo_dir, bundles_dir):
+    root = tmp_path_factory.mktemp("bench")
+    cases = msd_datalist(hippo_dir, folds=5, seed=0)["training"][:6]
+    for i, e in enumerate(cases):
+        e["fold"] = 0 if i < 3 else 1 + i % 2
+    (root / "datalist.json").write_text(json.dumps({"training": cases}, indent=4))
+    src = bundles_dir / HIPPO
+    small = variant(
+        src, root / "hippocampus_mri_unet_small", "channels: [16, 32, 64, 128]", "channels: [8, 16, 32, 64]"
+    )
+    broken = variant(src, root / "hippocampus_mri_broken", "out_channels: '@num_classes'", "out_channels: 0")
+    kwargs = {
+        "bundles": f"{HIPPO},{small},{broken}",
+        "folds": "0",
+        "max_epochs": 1,
+        "val_interval": 1,
+        "datalist": str(root / "datalist.json"),
+        "dataset_dir": str(hippo_dir),
+        "overrides": {"batch_size": 2},
+        "out": str(root / "results"),
+    }
+    return root, run_benchmark(**kwargs), kwargs
+
+
+def test_grid_goes_on_after_a_failure_and_the_table_matches_the_cases(grid):
+    root, results, _ = grid
+    assert results == root / "results" / "hippocampus_mri"
+    table = pd.read_csv(results / "leaderboard.csv")
+    assert list(table.columns[:2]) == ["rank", "model"]
+    t = table.set_index("model")
+    assert t.loc["broken", "status"] == "failed" and pd.isna(t.loc["broken", "rank"])
+    assert "train" in t.loc["broken", "failed"]
+    assert set(t.loc[["unet", "unet_small"], "status"]) == {"done"}
+    assert sorted(t.loc[["unet", "unet_small"], "rank"]) == [1, 2]
+    assert t.loc["unet", "parameters"] > 3 * t.loc["unet_small", "parameters"]
+
+    per_model = {}
+    for model, bundle in (("unet", HIPPO), ("unet_small", "hippocampus_mri_unet_small")):
+        cases = pd.read_csv(results / "runs" / bundle / "fold_0" / "eval" / "metrics_per_case.csv", dtype={"fold": str})
+        full = with_case_means(cases.fillna({"centre": ""}))
+        for metric in ("dice", "hd95", "nsd"):
+            for cls in ("anterior", "posterior", "mean"):
+                v = full[(full["metric"] == metric) & (full["class"] == cls)]["value"]
+                assert len(v) == 3
+                assert t.loc[model, f"{metric}_{cls}"] == pytest.approx(v.mean(), rel=1e-4), (model, metric, cls)
+                assert (
+                    t.loc[model, f"{metric}_{cls}_ci_low"]
+                    <= v.mean() + 1e-9
+                    <= t.loc[model, f"{metric}_{cls}_ci_high"] + 2e-9
+                )
+        d = full[(full["metric"] == "dice") & (full["class"] == "mean")]
+        per_model[model] = d.set_index("case")["value"]
+        run = json.loads((results / "runs" / bundle / "fold_0" / "run.json").read_text())
+        assert run["epochs"] == 1 and t.loc[model, "seconds_per_epoch"] == pytest.approx(run["seconds_per_epoch"], rel=1e-4)
+        assert t.loc[model, "inference_seconds_per_volume"] > 0 and t.loc[model, "peak_ram_gb"] > 0.1
+    best, other = ("unet", "unet_small") if t.loc["unet", "rank"] == 1 else ("unet_small", "unet")
+    p = stats.wilcoxon(per_model[other].sort_index(), per_model[best].sort_index()).pvalue
+    assert t.loc[other, "p_wilcoxon"] == pytest.approx(p) and t.loc[other, "p_holm"] == pytest.approx(p)  # 1 test
+    assert pd.isna(t.loc[best, "p_wilcoxon"])
+
+    pooled = pd.read_csv(results / "metrics_per_case.csv")
+    assert set(pooled["model"]) == {"unet", "unet_small"} and len(pooled) == 2 * 3 * 2 * 4
+
+    md = (results / "leaderboard.md").read_text()
+    assert "## Accuracy" in md and "## Cost" in md and "## Failed runs" in md and "broken (failed)" in md
+    assert f"| {int(t.loc[best, 'rank'])} | {best} | {t.loc[best, 'dice_mean']:.3f} [" in md
+    assert "python scripts/benchmark.py run --bundles hippocampus_mri_unet,hippocampus_mri_unet_small," in md
+    for png in ("dice_boxplot.png", "dice_vs_cost.png", "learning_curves.png"):
+        assert (results / "plots" / png).stat().st_size > 10_000, png
+        assert f"plots/{png}" in md
+    assert len(list((results / "plots").glob("overlay_*.png"))) == 3
+
+
+def test_mlflow_has_every_run(grid):
+    import mlflow
+
+    _, results, _ = grid
+    mlflow.set_tracking_uri(f"sqlite:///{results / 'runs' / 'mlruns.db'}")
+    runs = mlflow.search_runs(experiment_names=["benchmark_hippocampus_mri"]).set_index("tags.mlflow.runName")
+    assert set(runs.index) == {f"{b}/fold0" for b in (HIPPO, "hippocampus_mri_unet_small", "hippocampus_mri_broken")}
+    assert runs.loc["hippocampus_mri_broken/fold0", "tags.status"] == "failed"
+    unet = runs.loc[f"{HIPPO}/fold0"]
+    assert unet["params.parameters"] == "1187766" and unet["params.override.max_epochs"] == "1"
+    assert 0 <= unet["metrics.dice_mean"] <= 1 and unet["metrics.train_seconds"] > 0 and unet["metrics.epoch_loss"] > 0
+
+
+def test_report_is_reproducible_and_settings_are_guarded(grid):
+    _, results, kwargs = grid
+    before = (results / "leaderboard.csv").read_text()
+    make_report(results)
+    assert (results / "leaderboard.csv").read_text() == before
+    with pytest.raises(ValueError, match="other settings"):
+        run_benchmark(**{**kwargs, "max_epochs": 2})
+    with pytest.raises(ValueError, match="same budget"):
+        run_benchmark(**{**kwargs, "max_epochs": None})
+
+
+def test_bundle_selection_and_dataset_name():
+    dirs = resolve_bundles(f"{HIPPO}")
+    assert dataset_name(dirs) == "hippocampus_mri"
+    with pytest.raises(FileNotFoundError, match="matches"):
+        resolve_bundles("no_such_dataset_*")
