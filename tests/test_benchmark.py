@@ -81,7 +81,9 @@ def test_grid_goes_on_after_a_failure_and_the_table_matches_the_cases(grid):
         d = full[(full["metric"] == "dice") & (full["class"] == "mean")]
         per_model[model] = d.set_index("case")["value"]
         run = json.loads((results / "runs" / bundle / "fold_0" / "run.json").read_text())
-        assert run["epochs"] == 1 and t.loc[model, "seconds_per_epoch"] == pytest.approx(run["seconds_per_epoch"], rel=1e-4)
+        assert run["epochs"] == 1 and t.loc[model, "seconds_per_epoch"] == pytest.approx(
+            run["seconds_per_epoch"], rel=1e-4
+        )
         assert t.loc[model, "inference_seconds_per_volume"] > 0 and t.loc[model, "peak_ram_gb"] > 0.1
     best, other = ("unet", "unet_small") if t.loc["unet", "rank"] == 1 else ("unet_small", "unet")
     p = stats.wilcoxon(per_model[other].sort_index(), per_model[best].sort_index()).pvalue
