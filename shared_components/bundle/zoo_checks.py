@@ -8,6 +8,7 @@ fails on ``import shared_components`` while torch, monai and the rest of the env
 
 from __future__ import annotations
 
+import atexit
 import functools
 import json
 import os
@@ -42,6 +43,7 @@ sys.meta_path.insert(0, _NoSharedComponents())
 def guard_dir() -> Path:
     """A folder (per process) holding the import guard and the standalone zoo verification script."""
     folder = Path(tempfile.mkdtemp(prefix="no_shared_components_"))
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
     (folder / "sitecustomize.py").write_text(GUARD)
     shutil.copy(Path(__file__).with_name("zoo_verify.py"), folder / "zoo_verify.py")
     return folder
