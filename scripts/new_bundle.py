@@ -1,6 +1,7 @@
 """Create a bundle from a dataset and a model spec, or keep every bundle's shared parts in sync with the template.
 
-python scripts/new_bundle.py create hippocampus_mri unet   # bundles/hippocampus_mri_unet/
+python scripts/new_bundle.py create spleen_ct segresnet    # bundles/spleen_ct_segresnet/ from the two specs
+python scripts/new_bundle.py create all medformer          # every dataset with a model (existing bundles are kept)
 python scripts/new_bundle.py sync                          # rewrite the derived configs of every bundle
 python scripts/new_bundle.py check                         # list drifted files (exit 1 if any)
 """
@@ -9,6 +10,30 @@ import sys
 
 from shared_components.bundle import scaffold
 from shared_components.cli import run
+
+
+def create(dataset: str, model: str, overwrite: bool = False) -> str:
+    """New bundle(s) ``bundles/<dataset>_<model>/`` from ``shared_components/bundle/specs/{datasets,models}/``.
+
+    ``all`` for the dataset or the model creates every missing pair; ``--overwrite`` regenerates existing bundles
+    from the specs (never one with trained weights).
+    """
+    datasets = scaffold.spec_names("dataset") if dataset == "all" else [dataset]
+    models = scaffold.spec_names("model") if model == "all" else [model]
+    single = len(datasets) * len(models) == 1
+    lines = []
+    for d in datasets:
+        for m in models:
+            bundle = scaffold.BUNDLES_DIR / f"{d}_{m}"
+            trained = (bundle / "models" / "model.pt").exists()
+            if not single and (bundle / "configs" / "train.yaml").exists() and (not overwrite or trained):
+                lines.append(f"kept    {bundle} ({'trained' if trained else 'exists'})")
+                continue
+            try:
+                lines.append(f"created {scaffold.create(d, m, overwrite=overwrite)}")
+            except FileExistsError as e:
+                raise ValueError(str(e)) from e
+    return "\n".join(lines)
 
 
 def sync(*bundles: str) -> str:
@@ -29,4 +54,4 @@ def check(*bundles: str) -> str:
 
 
 if __name__ == "__main__":
-    run({"sync": sync, "check": check})
+    run({"create": create, "sync": sync, "check": check})

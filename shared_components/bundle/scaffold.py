@@ -133,24 +133,110 @@ def all_bundles(root: str | Path = BUNDLES_DIR) -> list[Path]:
     return sorted(p.parent.parent for p in Path(root).glob("*/configs/train.yaml"))
 
 
-def load_spec(kind: str, name: str) -> dict[str, Any]:
-    """A dataset or model spec: ``config`` (header values) and ``info`` (text for metadata and docs)."""
+def _merge(base: Any, over: Any) -> Any:
+    """Deep merge of spec dictionaries: ``over`` wins, nested dictionaries merge, lists are replaced."""
+    if isinstance(base, dict) and isinstance(over, dict):
+        out = dict(base)
+        for k, v in over.items():
+            out[k] = _merge(base.get(k), v) if k in base else v
+        return out
+    return over
+
+
+def load_spec(kind: str, name: str, size: str | None = None) -> dict[str, Any]:
+    """A dataset or model spec: ``config`` (header values), ``info`` (text for metadata and docs) and, for models,
+    ``patch_multiple`` (what every patch axis must be divisible by). ``size='small'`` merges a model spec's
+    ``small`` section (the CPU-sized variant) over the rest."""
     path = SPECS_DIR / f"{kind}s" / f"{name}.yaml"
     if not path.is_file():
-        known = ", ".join(sorted(p.stem for p in (SPECS_DIR / f"{kind}s").glob("*.yaml")))
+        known = ", ".join(spec_names(kind))
         raise ValueError(f"Unknown {kind} {name!r}; known {kind}s: {known}. Add {path} to define it.")
-    spec = yaml.safe_load(path.read_text())
-    return {"config": spec.get("config", {}), "info": spec.get("info", {})}
+    spec = yaml.safe_load(path.read_text()) or {}
+    if size and size in spec:
+        spec = _merge(spec, spec[size])
+    return {
+        "name": name,
+        "config": spec.get("config", {}),
+        "info": spec.get("info", {}),
+        "comments": spec.get("comments", {}),
+        "patch_multiple": int(spec.get("patch_multiple", 1)),
+    }
+
+
+def spec_names(kind: str) -> list[str]:
+    """Names of the dataset or model specs."""
+    return sorted(p.stem for p in (SPECS_DIR / f"{kind}s").glob("*.yaml"))
+
+
+def pair_specs(dataset: str, model: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The dataset spec and the model spec sized for it (``info.model_size`` of the dataset, e.g. ``small``)."""
+    ds = load_spec("dataset", dataset)
+    return ds, load_spec("model", model, ds["info"].get("model_size"))
+
+
+def fit_patch(patch_size: list[int], multiple: int) -> list[int]:
+    """Round each patch axis up to a multiple of ``multiple`` (UNETR needs 16, SwinUNETR 32)."""
+    return [-(-int(p) // multiple) * multiple for p in patch_size]
+
+
+def header_config(dataset: str, model: str) -> dict[str, Any]:
+    """The header values of a dataset/model pair: dataset values, then the model's merged over them (the model
+    wins; nested dictionaries such as ``augmentation_args`` merge), with the patch fitted to the model."""
+    ds, md = pair_specs(dataset, model)
+    config = _merge(ds["config"], md["config"])
+    if "patch_size" in config:
+        config["patch_size"] = fit_patch(config["patch_size"], md["patch_multiple"])
+    return config
 
 
 def train_header(dataset: str, model: str) -> str:
-    """The bundle-specific header of ``train.yaml`` for a dataset/model pair (model values win over dataset ones)."""
-    ds, md = load_spec("dataset", dataset), load_spec("model", model)
+    """The bundle-specific header of ``train.yaml`` for a dataset/model pair."""
+    ds, md = pair_specs(dataset, model)
+    config = header_config(dataset, model)
     base = {
         "imports": ["$import torch", "$import monai", "$import shared_components"],
         "bundle_root": ".",
         "device": "$torch.device('cuda' if torch.cuda.is_available() else 'cpu')",
     }
-    data = {k: v for k, v in ds["config"].items() if k not in md["config"]}
+    data = {k: v for k, v in config.items() if k in ds["config"]}  # dataset order, model values merged in
+    model_part = {k: v for k, v in config.items() if k not in data}
     title = f"# {dataset}_{model}: {md['info'].get('title', model)} for {ds['info'].get('title', dataset)}.\n"
-    return title + _dump(base) + "# data\n" + _dump(data) + "# model and optimisation\n" + _dump(md["config"])
+    text = title + _dump(base) + "# data\n" + _dump(data) + "# model and optimisation\n" + _dump(model_part)
+    comments = {**ds["comments"], **md["comments"]}
+    lines = [
+        f"{line}  # {comments[line.split(':')[0]]}"
+        if line.split(":")[0] in comments and line[:1] not in " -#"
+        else line
+        for line in text.splitlines()
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def create(dataset: str, model: str, root: str | Path = BUNDLES_DIR, overwrite: bool = False) -> Path:
+    """A new bundle ``<root>/<dataset>_<model>/`` from the two specs: the train.yaml header, the derived configs
+    (:func:`sync`), ``metadata.json``, ``docs/README.md``, ``docs/data_license.txt`` and an empty ``models/``.
+
+    ``overwrite`` regenerates the hand-owned files of an existing bundle from the specs; a bundle with trained
+    weights (``models/model.pt``) is never overwritten, since its docs and metadata hold measured results.
+    """
+    from shared_components.bundle import model_card
+
+    ds, md = pair_specs(dataset, model)
+    bundle = Path(root) / f"{dataset}_{model}"
+    if (bundle / "configs" / "train.yaml").exists():
+        if not overwrite:
+            raise FileExistsError(f"{bundle} already exists; pass overwrite=True to regenerate it from the specs.")
+        if (bundle / "models" / "model.pt").exists():
+            raise FileExistsError(f"{bundle} has trained weights (models/model.pt); edit its files by hand instead.")
+    header = train_header(dataset, model)
+    (bundle / "configs").mkdir(parents=True, exist_ok=True)
+    (bundle / "docs").mkdir(exist_ok=True)
+    (bundle / "models").mkdir(exist_ok=True)
+    (bundle / "models" / ".gitkeep").touch()
+    (bundle / "configs" / "train.yaml").write_text(header + _template("configs/train.yaml"))
+    sync(bundle)
+    card = model_card.ModelCard(bundle, ds, md)
+    (bundle / "configs" / "metadata.json").write_text(json.dumps(card.metadata(), indent=4) + "\n")
+    (bundle / "docs" / "README.md").write_text(card.readme())
+    (bundle / "docs" / "data_license.txt").write_text(ds["info"].get("data_license", "").rstrip() + "\n")
+    return bundle
