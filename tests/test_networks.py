@@ -1,0 +1,164 @@
+"""The networks: nnU-Net-style DynUNet planning, MedFormer, one output in eval mode, deep supervision in training
+only, and TorchScript export as each model's docs say."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+import torch
+from monai.bundle import ConfigParser
+
+from shared_components.bundle.scaffold import BUNDLES_DIR, spec_names
+from shared_components.networks import MedFormer, nnunet_dynunet, plan_dynunet
+from shared_components.networks.medformer import BidirectionalAttention
+from shared_components.training import build_loss
+from tests.test_bundle_matrix import TINY, TINY_PATCH
+
+TINY_MEDFORMER = {
+    "channels": (8, 16, 32, 64),
+    "encoder_blocks": (1, 1, 1, 1),
+    "decoder_blocks": (1, 1, 1),
+    "heads": (1, 2, 2, 4),
+    "map_size": (2, 2, 2),
+}
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> Iterator[None]:
+    """One intra-op thread per test process: these tests run under ``pytest -n 2`` on 2 cores, where more threads
+    only spin against each other (restored afterwards)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _seeded(*shape: int) -> torch.Tensor:
+    return torch.randn(*shape, generator=torch.Generator().manual_seed(0))
+
+
+# ---- DynUNet planned like nnU-Net -------------------------------------------------------------------------------
+
+
+def test_plan_isotropic_hippocampus_like_nnunet():
+    kernels, strides = plan_dynunet([40, 56, 40], [1.0, 1.0, 1.0])
+    assert strides == [[1, 1, 1], [2, 2, 2], [2, 2, 2], [2, 2, 2]]  # 40x56x40 -> 5x7x5, as nnU-Net plans Task04
+    assert kernels == [[3, 3, 3]] * 4
+
+
+def test_plan_anisotropic_pools_in_plane_first():
+    kernels, strides = plan_dynunet([192, 192, 48], [0.8, 0.8, 3.0])
+    assert strides[1] == [2, 2, 1], "thick slices must not be pooled while the in-plane spacing is much finer"
+    assert kernels[0] == [3, 3, 1], "no convolution across 3 mm slices at 0.8 mm in-plane resolution"
+    assert kernels[1] == [3, 3, 3]  # 1.6 x 1.6 x 3.0 mm: spacing ratio < 2, 3-voxel kernels from here on
+    sizes = torch.tensor([192, 192, 48])
+    for s in strides:
+        sizes = sizes // torch.tensor(s)
+    assert sizes.min() >= 4 and (sizes == torch.tensor([6, 6, 6])).all()
+
+
+def test_plan_keeps_odd_axes_and_rejects_tiny_patches():
+    _, strides = plan_dynunet([40, 45, 40])
+    assert all(s[1] == 1 for s in strides), "an odd axis cannot be halved exactly"
+    with pytest.raises(ValueError, match="too small"):
+        nnunet_dynunet(1, 2, [6, 6, 6])
+
+
+def test_dynunet_deep_supervision_in_training_only():
+    net = nnunet_dynunet(1, 3, [32, 32, 32], base_filters=8)
+    x, y = _seeded(2, 1, 32, 32, 32), torch.randint(0, 3, (2, 1, 32, 32, 32))
+    out = net.train()(x)
+    assert out.shape == (2, 3, 3, 32, 32, 32)  # [B, 1 + 2 heads, C, ...]
+    loss = build_loss("dice_ce")(out, y)
+    loss.backward()
+    assert torch.isfinite(loss) and net.output_block.conv.conv.weight.grad is not None
+    with torch.no_grad():
+        assert net.eval()(x).shape == (2, 3, 32, 32, 32)
+
+
+def test_dynunet_exports_scripted_without_the_training_heads():
+    """The documented export (`--network_def#deep_supervision False`): weights copied like ckpt_export does
+    (non-strict, the training-only heads dropped) give the same eval output as the trained network."""
+    from monai.networks.utils import copy_model_state
+
+    trained = nnunet_dynunet(1, 3, [32, 32, 32], base_filters=8).eval()
+    export = nnunet_dynunet(1, 3, [32, 32, 32], base_filters=8, deep_supervision=False)
+    copy_model_state(export, trained.state_dict())
+    scripted = torch.jit.script(export.eval())
+    x = _seeded(1, 1, 32, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(scripted(x), trained(x))
+
+
+# ---- MedFormer ---------------------------------------------------------------------------------------------------
+
+
+def test_medformer_outputs():
+    net = MedFormer(2, 4, deep_supervision=True, **TINY_MEDFORMER)
+    x = _seeded(2, 2, 32, 40, 24)
+    out = net.train()(x)
+    assert out.shape == (2, 3, 4, 32, 40, 24)  # full resolution + 2 upsampled deep-supervision heads
+    build_loss("dice_ce")(out, torch.randint(0, 4, (2, 1, 32, 40, 24))).backward()
+    assert all(p.grad is not None for p in net.parameters() if p.requires_grad)
+    with torch.no_grad():
+        assert net.eval()(x).shape == (2, 4, 32, 40, 24)
+    with pytest.raises(ValueError, match="divisible by 8"):
+        net(_seeded(1, 2, 32, 36, 24))
+
+
+def test_medformer_scripts_for_any_input_size():
+    net = MedFormer(1, 3, **TINY_MEDFORMER).eval()
+    scripted = torch.jit.script(net)
+    for shape in [(1, 1, 32, 32, 32), (2, 1, 48, 40, 16)]:
+        x = _seeded(*shape)
+        with torch.no_grad():
+            torch.testing.assert_close(scripted(x), net(x))
+
+
+def test_bidirectional_attention_is_global_through_the_semantic_map():
+    """One B-MHA step carries information across the whole volume (local parts: a 3x3x3 depthwise conv only)."""
+    attn = BidirectionalAttention(dim=8, heads=2, map_size=(2, 2, 2))
+    x = _seeded(1, 8, 16, 16, 16).requires_grad_(True)
+    s = _seeded(1, 8, 8)
+    out, s_out = attn(x, s)
+    out[0, :, 0, 0, 0].sum().backward()
+    assert x.grad[0, :, -1, -1, -1].abs().sum() > 0, "the far corner does not reach the output"
+    assert s_out.shape == s.shape
+
+
+def test_medformer_is_cpu_sized_for_hippocampus():
+    """The hippocampus bundles' networks stay within the parameter budget of the reference UNet (about 1.2 M)."""
+    counts = {}
+    for model in ("unet", "dynunet", "attention_unet", "segresnet", "medformer"):
+        parser = ConfigParser()
+        parser.read_config(BUNDLES_DIR / f"hippocampus_mri_{model}" / "configs" / "inference.yaml")
+        counts[model] = sum(p.numel() for p in parser.get_parsed_content("network_def").parameters())
+    assert all(1.0e6 < n < 2.0e6 for n in counts.values()), counts
+
+
+# ---- every model: one tensor in eval mode, TorchScript as documented ---------------------------------------------
+
+
+@pytest.mark.parametrize("model", spec_names("model"))
+def test_torchscript_export(model: str):
+    parser = ConfigParser()
+    parser.read_config(BUNDLES_DIR / f"brats_mri_{model}" / "configs" / "inference.yaml")  # 4 channels in, 3 out
+    patch = TINY_PATCH.get(model, [32, 32, 32])
+    for k, v in {**TINY[model], "patch_size": patch}.items():
+        parser[k] = v
+    if model == "dynunet":
+        parser["network_def#deep_supervision"] = False  # as its export command sets
+    net = parser.get_parsed_content("network_def").eval()
+    x = _seeded(1, 4, *patch)
+    with torch.no_grad():
+        eager = net(x)
+    assert isinstance(eager, torch.Tensor) and eager.shape == (1, 3, *patch)
+    if model == "swin_unetr":  # documented: not scriptable, traced at the patch size
+        with pytest.raises(Exception):  # noqa: B017 (TorchScript raises several error types)
+            torch.jit.script(net)
+        exported = torch.jit.trace(net, x, check_trace=False)
+    else:
+        exported = torch.jit.script(net)
+    with torch.no_grad():
+        torch.testing.assert_close(exported(x), eager, rtol=1e-4, atol=1e-4)
