@@ -20,6 +20,8 @@ import yaml
 from monai.bundle import ConfigWorkflow, verify_metadata, verify_net_in_out
 
 from shared_components.bundle import scaffold
+from shared_components.bundle.runner import EVALUATE, INFER, TRAIN, run_bundle
+from shared_components.bundle.scaffold import BUNDLES_DIR
 from shared_components.paths import schemas_dir
 
 BUNDLES = scaffold.all_bundles()
@@ -324,3 +326,134 @@ def test_verify_net_in_out(bundle: Path):
 def test_train_evaluate_infer(bundle: Path, smoke_data, tmp_path: Path):
     dataset, _ = split_name(bundle.name)
     train_evaluate_infer(bundle, smoke_data(dataset), tmp_path)
+
+
+@pytest.mark.parametrize("bundle", [b for b in BUNDLES if b.name.startswith("hippocampus_mri_")], ids=lambda p: p.name)
+def test_verify_net_in_out_full_size(bundle: Path):
+    """The CPU-sized hippocampus networks exactly as shipped, on the metadata's input shape."""
+    with _cwd(bundle):
+        verify_net_in_out(
+            net_id="network_def", meta_file="configs/metadata.json", config_file="configs/inference.yaml", device="cpu"
+        )
+
+
+@pytest.mark.slow
+def test_verify_net_in_out_stock_cli(bundles_dir: Path):
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-m", "monai.bundle", "verify_net_in_out", "network_def", "--meta_file"]
+    cmd += ["configs/metadata.json", "--config_file", "configs/inference.yaml", "--device", "cpu"]
+    r = subprocess.run(cmd, cwd=bundles_dir / "hippocampus_mri_medformer", capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "data shape of network is verified with no error" in r.stdout + r.stderr
+
+
+# ---- real data through the stock CLI -----------------------------------------------------------------------------
+
+
+def _cli_train_evaluate_infer(bundle: Path, data: SmokeData, out: Path, extra: dict[str, Any]) -> Path:
+    """As :func:`train_evaluate_infer`, through ``python -m monai.bundle run`` in subprocesses."""
+    _, model = split_name(bundle.name)
+    ov = {**smoke_overrides(model, data, out), **extra}
+    log = out / "cli.log"
+    run_bundle(bundle, TRAIN, ov, log_file=log)
+    assert (out / "models" / "model.pt").is_file()
+    run_bundle(bundle, EVALUATE, ov, log_file=log)
+    assert (out / "eval" / "metrics_per_case.csv").is_file()
+    keep = ("dataset_dir", "num_workers", "patch_size", "num_channels", "preprocessing_args#pixdim")
+    iov = {k: v for k, v in ov.items() if k in keep or k.startswith(("network_def", "preprocessing_args#label_map"))}
+    iov |= {
+        "input_data": data.infer_input if isinstance(data.infer_input, str) else [data.infer_input],  # one case
+        "ckpt_path": str(out / "models" / "model.pt"),
+        "output_dir": str(out / "pred"),
+    }
+    run_bundle(bundle, INFER, iov, log_file=log)
+    preds = sorted((out / "pred").glob("*.nii.gz"))
+    assert len(preds) == 1, preds
+    first = data.infer_input if isinstance(data.infer_input, str) else data.infer_input[0]
+    assert nib.load(preds[0]).shape[:3] == nib.load(first).shape[:3]
+    return preds[0]
+
+
+@pytest.mark.slow
+def test_brats2015_two_channel_real_data(data_dir: Path, tmp_path: Path):
+    """Two real BraTS 2015 cases (FLAIR, T1-Gd) through the four-channel BraTS bundle with `--num_channels 2`."""
+    from shared_components.data.brats import convert_brats
+
+    src = data_dir / "brats2015_examples"
+    full = json.loads(Path(convert_brats(src, tmp_path / "full", folds=2, seed=0)).read_text())
+    cases = [next(e for e in full["training"] if e["fold"] == f) for f in (0, 1)]
+    datalist = tmp_path / "datalist.json"
+    datalist.write_text(json.dumps({"training": cases, "test": []}, indent=4))
+    data = SmokeData(src, datalist, _first_image(datalist, src), {"preprocessing_args#pixdim": [3.0, 3.0, 3.0]})
+    pred = _cli_train_evaluate_infer(BUNDLES_DIR / "brats_mri_medformer", data, tmp_path, {"num_channels": 2})
+    values = set(torch.unique(torch.as_tensor(nib.load(pred).get_fdata())).int().tolist())
+    assert values <= {0, 1, 2, 4}, f"regions must paint back BraTS labels, got {values}"
+
+
+@pytest.mark.slow
+def test_real_abdominal_ct_with_label_map(data_dir: Path, tmp_path: Path):
+    """The real abdominal CT (117 TotalSegmentator classes) through the AbdomenCT-1K bundle, its organs mapped to
+    the bundle's classes by `preprocessing_args#label_map`. The one scan both trains and validates, so the
+    datalist check (which flags that) is off; checks are tested with the converters."""
+    src = data_dir / "abdomen_ct_example"
+    names = {v: int(k) for k, v in json.loads((src / "label_map.json").read_text())["total"].items()}
+    organs = {"liver": 1, "kidney_right": 2, "kidney_left": 2, "spleen": 3, "pancreas": 4}
+    label_map = {names[n]: c for n, c in organs.items()}
+    case = {"image": "ct.nii.gz", "label": "labels_total.nii.gz", "subject": "abdomen_ct_example"}
+    datalist = tmp_path / "datalist.json"
+    datalist.write_text(json.dumps({"training": [{**case, "fold": 0}, {**case, "fold": 1}], "test": []}, indent=4))
+    data = SmokeData(src, datalist, str(src / "ct.nii.gz"), {"check_data": "off"})
+    extra = {"preprocessing_args#label_map": label_map, "preprocessing_args#pixdim": [3.0, 3.0, 3.0]}
+    pred = _cli_train_evaluate_infer(BUNDLES_DIR / "abdomen_ct_dynunet", data, tmp_path, extra)
+    assert nib.load(pred).affine == pytest.approx(nib.load(src / "ct.nii.gz").affine, abs=1e-3)
+
+
+# ---- the scaffold ------------------------------------------------------------------------------------------------
+
+
+def test_scaffold_reproduces_the_reference_bundle_header():
+    """The hand-tuned, trained hippocampus UNet bundle is exactly what its two specs generate."""
+    text = (BUNDLES_DIR / "hippocampus_mri_unet" / "configs" / "train.yaml").read_text()
+    assert scaffold.split_standard(text)[0] == scaffold.train_header("hippocampus_mri", "unet")
+
+
+def test_create_makes_a_complete_valid_bundle(tmp_path: Path):
+    bundle = scaffold.create("spleen_ct", "segresnet", root=tmp_path)
+    assert scaffold.check(bundle) == []
+    test_bundle_files_and_overrides(bundle)
+    for schema in SCHEMAS:
+        verify_metadata(meta_file=str(bundle / "configs" / "metadata.json"), filepath=str(schema))
+    config = header(bundle)
+    assert config["preprocessing_args"]["intensity"] == {"kind": "ct", "a_min": -57, "a_max": 164}
+    assert config["network_def"]["_target_"] == "SegResNet"
+    with pytest.raises(FileExistsError, match="overwrite"):
+        scaffold.create("spleen_ct", "segresnet", root=tmp_path)
+    (bundle / "models" / "model.pt").write_bytes(b"weights")
+    with pytest.raises(FileExistsError, match="trained weights"):
+        scaffold.create("spleen_ct", "segresnet", root=tmp_path, overwrite=True)
+
+
+def test_model_specs_fit_the_patch_to_the_network():
+    assert header(BUNDLES_DIR / "hippocampus_mri_unetr")["patch_size"] == [48, 64, 48]  # 40x56x40 up to x16
+    assert header(BUNDLES_DIR / "hippocampus_mri_swin_unetr")["patch_size"] == [64, 64, 64]  # up to x32
+    augmentation = header(BUNDLES_DIR / "abdomen_ct_dynunet")["augmentation_args"]
+    assert augmentation["augmentation"] == "strong" and augmentation["flip_axes"] == [1, 2]  # model merged over data
+    small = header(BUNDLES_DIR / "hippocampus_mri_dynunet")  # CPU-sized variant
+    assert small["network_def"]["base_filters"] == 16 and small["optimizer_name"] == "adamw"
+    with pytest.raises(ValueError, match="known models: attention_unet, dynunet"):
+        scaffold.load_spec("model", "vnet")
+
+
+def test_new_bundle_cli_create(tmp_path: Path, monkeypatch):
+    import subprocess
+    import sys
+
+    r = subprocess.run(
+        [sys.executable, "scripts/new_bundle.py", "create", "spleen_ct", "vnet"],
+        cwd=scaffold.REPO_ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert r.returncode == 2 and "Unknown model 'vnet'" in r.stderr and "Traceback" not in r.stderr

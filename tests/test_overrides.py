@@ -109,6 +109,11 @@ def test_scheduler_preset(name: str, hippo, tmp_path: Path):
         assert lr == pytest.approx(FINAL_LR[name], abs=1e-9)
 
 
+def test_loss_arguments_reach_the_loss(hippo, tmp_path: Path):
+    w = _train(hippo, tmp_path, loss_name="focal", loss_args={"gamma": 3.0})
+    assert w.parser.get_parsed_content("loss").loss.gamma == 3.0
+
+
 def test_unknown_preset_names_the_choices(hippo, tmp_path: Path):
     with pytest.raises(RuntimeError) as info:  # MONAI wraps the preset's ValueError in its config error
         _train(hippo, tmp_path, optimizer_name="lion")

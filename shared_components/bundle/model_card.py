@@ -234,6 +234,13 @@ class ModelCard:
         }
 
     # ---- docs/README.md
+    def loss_text(self) -> str:
+        text = LOSSES.get(self.config["loss_name"], self.config["loss_name"])
+        if self.multilabel:  # sigmoid regions: Dice over every region channel, binary cross-entropy
+            text = text.replace("cross-entropy", "binary cross-entropy").replace("over the foreground classes", "")
+            text = text.replace(" (batch Dice )", " (batch Dice)") + ", on each sigmoid region channel"
+        return text
+
     def export_command(self) -> str:
         c = self.config
         cmd = (
@@ -253,7 +260,7 @@ class ModelCard:
         aug = c.get("augmentation_args", {})
         dataset_dir = c["dataset_dir"]
         folder = dataset_dir.split("dataset_dir('")[-1].rstrip("')") if "dataset_dir('" in dataset_dir else "data"
-        outputs = "sigmoid channels (overlapping regions)" if self.multilabel else "softmax channels"
+        outputs = "sigmoid channels for overlapping regions" if self.multilabel else "softmax channels"
         discrete = (
             "thresholds each region at 0.5 and paints them back into one label map"
             if self.multilabel
@@ -267,6 +274,7 @@ class ModelCard:
         )
         references = "\n".join(f"- {r}" for r in [*di.get("references", []), *mi.get("references", [])])
         prepare_note = f"\n\n{di['prepare_note']}" if di.get("prepare_note") else ""
+        note = f"\n\n{mi['note']}" if mi.get("note") else ""
         title = f"{di.get('short', self.ds['name'])} segmentation: {mi['title']}"
         return wrap_markdown(f"""# {title[0].upper() + title[1:]}
 
@@ -279,7 +287,7 @@ compare fairly.
 
 ## Model overview
 
-{mi["description"]}
+{mi["description"]}{note}
 
 Input: {int(c["num_channels"])} channel(s) ({", ".join(di["channels"])}); output: {int(c["num_classes"])} {outputs}
 ({", ".join(di["labels"])}). Inference runs a Gaussian-weighted sliding window of {patch} voxels (overlap
@@ -303,7 +311,7 @@ Make the datalist (fixed, seeded folds; paths relative to the dataset folder):
 | preprocessing | {describe_preprocessing(c.get("preprocessing_args", {}))} |
 | sampling | {describe_sampling(c["patch_size"], aug)} |
 | augmentation | {describe_augmentation(aug)} |
-| loss | {LOSSES.get(c["loss_name"], c["loss_name"])} |
+| loss | {self.loss_text()} |
 | optimiser | {OPTIMIZERS.get(c["optimizer_name"], c["optimizer_name"])}, lr {c["learning_rate"]}, weight decay {c["weight_decay"]}, batch {c["batch_size"]}; {SCHEDULERS.get(c["scheduler_name"], c["scheduler_name"])} |
 | length | {c["max_epochs"]} epochs, validation (whole images, sliding window) every {c["val_interval"]} epochs; best validation checkpoint kept |
 | hardware | {hardware} |
