@@ -77,18 +77,14 @@ def test_dynunet_deep_supervision_in_training_only():
         assert net.eval()(x).shape == (2, 3, 32, 32, 32)
 
 
-def test_dynunet_exports_scripted_without_the_training_heads():
-    """The documented export (`--network_def#deep_supervision False`): weights copied like ckpt_export does
-    (non-strict, the training-only heads dropped) give the same eval output as the trained network."""
-    from monai.networks.utils import copy_model_state
-
-    trained = nnunet_dynunet(1, 3, [32, 32, 32], base_filters=8).eval()
-    export = nnunet_dynunet(1, 3, [32, 32, 32], base_filters=8, deep_supervision=False)
-    copy_model_state(export, trained.state_dict())
-    scripted = torch.jit.script(export.eval())
-    x = _seeded(1, 1, 32, 32, 32)
-    with torch.no_grad():
-        torch.testing.assert_close(scripted(x), trained(x))
+def test_dynunet_traces_for_any_input_size():
+    """The documented export traces the network in eval mode; the trace is not tied to the traced input size."""
+    net = nnunet_dynunet(1, 3, [40, 56, 40], base_filters=8).eval()
+    traced = torch.jit.trace(net, _seeded(1, 1, 40, 56, 40), check_trace=False)
+    for shape in [(1, 1, 40, 56, 40), (2, 1, 48, 64, 32)]:
+        x = _seeded(*shape)
+        with torch.no_grad():
+            torch.testing.assert_close(traced(x), net(x))
 
 
 # ---- MedFormer ---------------------------------------------------------------------------------------------------
@@ -147,14 +143,12 @@ def test_torchscript_export(model: str):
     patch = TINY_PATCH.get(model, [32, 32, 32])
     for k, v in {**TINY[model], "patch_size": patch}.items():
         parser[k] = v
-    if model == "dynunet":
-        parser["network_def#deep_supervision"] = False  # as its export command sets
     net = parser.get_parsed_content("network_def").eval()
     x = _seeded(1, 4, *patch)
     with torch.no_grad():
         eager = net(x)
     assert isinstance(eager, torch.Tensor) and eager.shape == (1, 3, *patch)
-    if model == "swin_unetr":  # documented: not scriptable, traced at the patch size
+    if model in ("swin_unetr", "dynunet"):  # documented: not scriptable, traced (in eval mode)
         with pytest.raises(Exception):  # noqa: B017 (TorchScript raises several error types)
             torch.jit.script(net)
         exported = torch.jit.trace(net, x, check_trace=False)
@@ -162,3 +156,31 @@ def test_torchscript_export(model: str):
         exported = torch.jit.script(net)
     with torch.no_grad():
         torch.testing.assert_close(exported(x), eager, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model", ["dynunet", "swin_unetr", "medformer"])
+def test_documented_export_command(model: str, tmp_path):
+    """The export command of a bundle's docs, run as written through the stock CLI (strict weight loading),
+    on a checkpoint of the training network; the exported module equals the eager network."""
+    import re
+    import shlex
+    import subprocess
+    import sys
+
+    bundle = BUNDLES_DIR / f"hippocampus_mri_{model}"
+    parser = ConfigParser()
+    parser.read_config(bundle / "configs" / "inference.yaml")
+    net = parser.get_parsed_content("network_def")
+    torch.save(net.state_dict(), tmp_path / "model.pt")
+    docs = (bundle / "docs" / "README.md").read_text()
+    command = re.search(r"# export to TorchScript\n(python -m monai.bundle ckpt_export.*?)\n```", docs, re.S).group(1)
+    args = shlex.split(command.replace("\\\n", " "))[1:]  # drop "python"
+    args[args.index("--filepath") + 1] = str(tmp_path / "model.ts")
+    args[args.index("--ckpt_file") + 1] = str(tmp_path / "model.pt")
+    r = subprocess.run([sys.executable, *args], cwd=bundle, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+    exported = torch.jit.load(str(tmp_path / "model.ts"))
+    x = _seeded(1, 1, *parser["patch_size"])
+    with torch.no_grad():
+        torch.testing.assert_close(exported(x), net.eval()(x), rtol=1e-4, atol=1e-4)
