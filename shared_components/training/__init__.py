@@ -9,6 +9,7 @@ from shared_components.training.presets import (
     build_optimizer,
     build_scheduler,
     prepare_network,
+    refit_scheduler,
 )
 
 __all__ = [
@@ -22,4 +23,5 @@ __all__ = [
     "build_optimizer",
     "build_scheduler",
     "prepare_network",
+    "refit_scheduler",
 ]

@@ -16,6 +16,8 @@ from ignite.engine import Engine, Events
 from monai.handlers import LrScheduleHandler
 from torch.optim.lr_scheduler import ReduceLROnPlateau
 
+from shared_components.training.presets import refit_scheduler
+
 logger = logging.getLogger(__name__)
 
 
@@ -122,25 +124,49 @@ def _is_scalar(v: Any) -> bool:
 
 
 class TimeBudget:
-    """Stop training at the end of the first epoch that finishes past ``minutes`` of wall time (``None``: never).
+    """Fit training into ``minutes`` of wall time (``None``: no budget).
 
-    Under ``torch.distributed`` the ranks agree (any rank over budget stops all), so no rank waits forever.
+    After every epoch the run is re-planned from the mean epoch time so far (validation included): the number of
+    epochs shrinks to what still fits (never past the configured ``max_epochs``) and ``lr_scheduler`` is refitted to
+    that length with :func:`refit_scheduler`, rounded down to whole validation intervals. Every model under a common budget thus completes its schedule (warm-up
+    to final decay) instead of being cut off at a high learning rate. Training stops once the next epoch would not
+    fit. Under ``torch.distributed`` the ranks agree on the plan and the stop, so no rank waits forever.
     """
 
-    def __init__(self, minutes: float | None = None):
+    def __init__(self, minutes: float | None = None, lr_scheduler: Any = None, val_interval: int = 1):
         self.seconds = None if minutes is None else float(minutes) * 60.0
+        self.lr_scheduler = lr_scheduler
+        self.val_interval = max(int(val_interval), 1)
         self._t0 = 0.0
+        self._configured = 0
 
     def attach(self, engine: Engine) -> None:
         if self.seconds is None:
             return
-        engine.add_event_handler(Events.STARTED, lambda _: setattr(self, "_t0", time.perf_counter()))
+        engine.add_event_handler(Events.STARTED, self._start)
         engine.add_event_handler(Events.EPOCH_COMPLETED, self._check)
 
+    def _start(self, engine: Engine) -> None:
+        self._t0, self._configured = time.perf_counter(), engine.state.max_epochs
+
     def _check(self, engine: Engine) -> None:
-        over = torch.tensor(float(time.perf_counter() - self._t0 > self.seconds))
+        elapsed, done = time.perf_counter() - self._t0, engine.state.epoch
+        if done >= engine.state.max_epochs:
+            return
+        fits = done + int((self.seconds - elapsed) // (elapsed / done)) if elapsed < self.seconds else done
+        if fits >= self.val_interval:  # end on a validated epoch, so the final weights are evaluated
+            fits -= fits % self.val_interval
+        plan = torch.tensor([float(elapsed > self.seconds), float(max(min(fits, self._configured), done))])
         if torch.distributed.is_available() and torch.distributed.is_initialized():
-            torch.distributed.all_reduce(over, op=torch.distributed.ReduceOp.MAX)
-        if over.item() > 0:
-            logger.info(f"time budget of {self.seconds / 60:.1f} min spent: stopping after epoch {engine.state.epoch}")
+            torch.distributed.all_reduce(plan[:1], op=torch.distributed.ReduceOp.MAX)
+            torch.distributed.all_reduce(plan[1:], op=torch.distributed.ReduceOp.MIN)
+        over, planned = plan[0].item() > 0, int(plan[1].item())
+        if over or planned <= done:
+            why = "spent" if over else "too short for another epoch"
+            logger.info(f"time budget of {self.seconds / 60:.1f} min {why}: stopping after epoch {done}")
             engine.terminate()
+        elif planned != engine.state.max_epochs:
+            logger.info(f"time budget: {planned} epochs fit in {self.seconds / 60:.1f} min; schedule refitted")
+            engine.state.max_epochs = planned
+            if self.lr_scheduler is not None:
+                refit_scheduler(self.lr_scheduler, planned)

@@ -128,6 +128,25 @@ def build_scheduler(
     return sched.PolynomialLR(optimizer, total_iters=max_epochs, power=kwargs.get("power", 0.9))
 
 
+def refit_scheduler(scheduler: Any, total_epochs: int) -> None:
+    """Re-plan a schedule from :func:`build_scheduler` to end after ``total_epochs`` (e.g. to fit a time budget).
+
+    cosine (warm-up capped at 5%), poly and cyclic keep their shape over the new length; step moves its next drops
+    to thirds of it; constant and plateau do not depend on the length.
+    """
+    total = max(int(total_epochs), 1)
+    if isinstance(scheduler, WarmupCosineSchedule):
+        scheduler.warmup_steps = min(scheduler.warmup_steps, total // 20)
+        scheduler.t_total = total
+    elif isinstance(scheduler, sched.PolynomialLR):
+        scheduler.total_iters = total
+    elif isinstance(scheduler, sched.StepLR):
+        scheduler.step_size = max(total // 3, 1)
+    elif isinstance(scheduler, sched.CyclicLR):
+        up = max(total // 10, 1)
+        scheduler.total_size, scheduler.step_ratio = 2.0 * up, 0.5
+
+
 def prepare_network(network: nn.Module, device: torch.device | str, channels_last: bool = True) -> nn.Module:
     """Move a network to ``device``, in the channels-last memory format by default: 3D convolutions run faster
     with it on CUDA (AMP) and on CPU (oneDNN), about 1.4x for the hippocampus UNet on 2 CPU cores."""
