@@ -138,7 +138,7 @@ def run_benchmark(
         bundles: names, paths or globs, comma-separated (``hippocampus_mri_*``).
         folds: folds held out (each one run per bundle), e.g. ``0`` or ``0,1,2,3,4``.
         max_epochs: epochs per run (every bundle gets the same); ``None`` keeps each bundle's own schedule length.
-        time_budget: wall-time cap per training run in minutes (training stops after the epoch that passes it).
+        time_budget: training minutes per run; epochs and LR schedule are fitted to it (see ``TimeBudget``).
         seed: seed of every run.
         out: results root; the leaderboard goes to ``<out>/<dataset>/``.
         name: dataset name for the folder (default: from the bundle names).

@@ -37,7 +37,10 @@ class ChannelNorm(nn.Module):
         self.norm = nn.LayerNorm(channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.movedim(self.norm(torch.movedim(x, 1, -1)), -1, 1)
+        n = x.dim()  # explicit non-negative permutations: ONNX runtimes reject negative Transpose axes
+        to_last = [0] + [i for i in range(2, n)] + [1]  # noqa: C416 (TorchScript has no list(range))
+        to_first = [0, n - 1] + [i for i in range(1, n - 1)]  # noqa: C416
+        return self.norm(x.permute(to_last)).permute(to_first)
 
 
 class ResidualConvBlock(nn.Module):
