@@ -5,6 +5,7 @@ pairing problems are all listed at once; conversions are deterministic; the comm
 from __future__ import annotations
 
 import csv
+import inspect
 import json
 import shutil
 import subprocess
@@ -87,6 +88,27 @@ def test_lits(synth, tmp_path):
     assert data["training"][0]["label"] == "Training Batch 1/segmentation-0.nii"
     assert [e["subject"] for e in data["test"]] == ["test-volume-0", "test-volume-1"]
     assert sorted(e["fold"] for e in data["training"]) == [0, 1, 2, 3, 4]
+
+
+def test_converters_take_the_options_of_their_datalist_function(synth, tmp_path):
+    """``convert_<layout>`` is derived from ``<layout>_datalist``: same options (plus ``dst``, ``check``), by name or
+    by position as ``fire`` passes them, and a typo in an option name is refused."""
+    for convert, make in [
+        (convert_lits, lits_datalist),
+        (convert_abdomenct1k, abdomenct1k_datalist),
+        (convert_brats, brats_datalist),
+        (convert_table, table_datalist),
+        (convert_folder, folder_datalist),
+    ]:
+        names = list(inspect.signature(make).parameters)
+        assert list(inspect.signature(convert).parameters) == [names[0], "dst", *names[1:], "check"]
+        assert convert.__name__ == "convert_" + make.__name__.removesuffix("_datalist")
+    path = convert_lits(synth / "LiTS", tmp_path / "pos.json", 2, 3, "kfold", None, "off")
+    data = load_datalist(path)
+    assert path == tmp_path / "pos.json" and (data["num_folds"], data["seed"]) == (2, 3)
+    assert data == load_datalist(convert_lits(synth / "LiTS", tmp_path / "kw.json", seed=3, folds=2, check="off"))
+    with pytest.raises(TypeError, match="fold_mod"):
+        convert_lits(synth / "LiTS", tmp_path, fold_mod="loco")
 
 
 def test_lits_pairing_problems_all_listed(synth, tmp_path):

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from shared_components.data.convert import build_datalist, datalist_path, write_datalist
+from shared_components.data.convert import build_datalist, datalist_writer
 from shared_components.data.errors import DataValidationError, Problem
 from shared_components.data.image_files import relative_to
 
@@ -92,16 +92,4 @@ def abdomenct1k_datalist(
     )
 
 
-def convert_abdomenct1k(
-    src: str | Path,
-    dst: str | Path,
-    folds: int = 5,
-    seed: int = 0,
-    fold_mode: str = "kfold",
-    center_map: str | Mapping[str, str] | None = None,
-    unlabelled: str = "test",
-    check: str = "quick",
-) -> Path:
-    """Write the datalist of an AbdomenCT-1K folder to ``dst/datalist.json`` (or ``dst`` ending in ``.json``)."""
-    datalist = abdomenct1k_datalist(src, folds, seed, fold_mode, center_map, unlabelled)
-    return write_datalist(datalist, datalist_path(dst), check)
+convert_abdomenct1k = datalist_writer(abdomenct1k_datalist)

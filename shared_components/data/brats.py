@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from shared_components.data.conventions import convention as get_convention
-from shared_components.data.convert import build_datalist, datalist_path, modality_dict, write_datalist
+from shared_components.data.convert import build_datalist, datalist_writer, modality_dict
 from shared_components.data.errors import DataValidationError, Problem
 from shared_components.data.image_files import IMAGE_SUFFIXES, relative_to
 
@@ -189,23 +189,4 @@ def brats_datalist(
     )
 
 
-def convert_brats(
-    src: str | Path,
-    dst: str | Path,
-    folds: int = 5,
-    seed: int = 0,
-    fold_mode: str = "kfold",
-    layout: str = "auto",
-    channels: str | Sequence[str] | Mapping[str, str] | None = None,
-    label: str | None = None,
-    convention: str | None = None,
-    use_split_folders: bool = False,
-    center_map: str | Mapping[str, str] | None = None,
-    center_regex: str | None = None,
-    check: str = "quick",
-) -> Path:
-    """Write the datalist of BraTS subject folders to ``dst/datalist.json`` (or ``dst`` ending in ``.json``)."""
-    datalist = brats_datalist(
-        src, folds, seed, fold_mode, layout, channels, label, convention, use_split_folders, center_map, center_regex
-    )
-    return write_datalist(datalist, datalist_path(dst), check)
+convert_brats = datalist_writer(brats_datalist)

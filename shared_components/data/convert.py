@@ -12,10 +12,11 @@ selected), and ``num_folds``/``fold_mode``/``seed``.
 from __future__ import annotations
 
 import csv
+import inspect
 import json
 import os
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -222,6 +223,42 @@ def write_datalist(datalist: dict[str, Any], dst: str | os.PathLike, check: str 
         args["regions"] = datalist["regions"]
     check_datalist(datalist, datalist.get("dataset_dir"), preprocessing_args=args or None, level=check)
     return save_datalist(datalist, datalist_path(dst))
+
+
+def datalist_writer(make_datalist: Callable[..., dict[str, Any]]) -> Callable[..., Path]:
+    """``convert_<layout>(src, dst, <every option of make_datalist>, check="quick")`` for ``<layout>_datalist``: writes
+    its datalist with :func:`write_datalist`. The options are declared once, on ``make_datalist``; the signature
+    (what ``fire --help`` lists) is derived from it."""
+    sig = inspect.signature(make_datalist)
+    src, *options = sig.parameters.values()
+    kind = inspect.Parameter.POSITIONAL_OR_KEYWORD
+    signature = sig.replace(
+        parameters=[
+            src,
+            inspect.Parameter("dst", kind, annotation="str | Path"),
+            *options,
+            inspect.Parameter("check", kind, default="quick", annotation="str"),
+        ],
+        return_annotation="Path",
+    )
+
+    def convert(*args: Any, **kwargs: Any) -> Path:
+        bound = signature.bind(*args, **kwargs)
+        bound.apply_defaults()
+        values = dict(bound.arguments)
+        dst, check = values.pop("dst"), values.pop("check")
+        return write_datalist(make_datalist(**values), datalist_path(dst), check)
+
+    layout = make_datalist.__name__.removesuffix("_datalist")
+    summary, _, details = inspect.cleandoc(make_datalist.__doc__ or "Datalist.").partition("\n")
+    convert.__name__ = convert.__qualname__ = f"convert_{layout}"
+    convert.__module__ = make_datalist.__module__
+    convert.__signature__ = signature  # type: ignore[attr-defined]
+    convert.__doc__ = (
+        f"{summary.rstrip('.')}; written to ``dst/datalist.json`` (or ``dst`` ending in ``.json``) after checking "
+        f"its files (``check``: ``off``, ``quick`` headers, ``full`` voxels too).\n{details}"
+    )
+    return convert
 
 
 def report(path: str | os.PathLike) -> str:

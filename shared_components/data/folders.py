@@ -26,11 +26,10 @@ from typing import Any
 
 from shared_components.data.convert import (
     build_datalist,
-    datalist_path,
+    datalist_writer,
     modality_dict,
     read_label_names,
     select_classes,
-    write_datalist,
 )
 from shared_components.data.errors import DataValidationError, Problem
 from shared_components.data.image_files import is_image_file, relative_to, strip_suffix
@@ -204,40 +203,4 @@ def _label_names(src: Path, spec: str | Mapping[str, Any] | None, group: str | N
     return {}
 
 
-def convert_folder(
-    src: str | Path,
-    dst: str | Path,
-    images: str = "images",
-    labels: str | None = "labels",
-    folds: int = 5,
-    seed: int = 0,
-    fold_mode: str = "kfold",
-    centers: str | None = "auto",
-    modality: str | Sequence[str] | None = None,
-    label_names: str | Mapping[str, Any] | None = None,
-    select: str | Sequence[str | int] | None = None,
-    channel_regex: str | None = r"_(\d{4})$",
-    unlabelled: str = "test",
-    center_map: str | Mapping[str, str] | None = None,
-    center_regex: str | None = None,
-    label_group: str | None = None,
-    check: str = "quick",
-) -> Path:
-    """Write the datalist of an images/labels pairing to ``dst/datalist.json`` (or ``dst`` ending in ``.json``)."""
-    datalist = folder_datalist(
-        src,
-        images,
-        labels,
-        folds,
-        seed,
-        fold_mode,
-        centers,
-        modality,
-        label_names,
-        select,
-        channel_regex,
-        unlabelled,
-        center_map,
-        center_regex,
-    )
-    return write_datalist(datalist, datalist_path(dst), check)
+convert_folder = datalist_writer(folder_datalist)

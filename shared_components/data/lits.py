@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from shared_components.data.convert import build_datalist, datalist_path, write_datalist
+from shared_components.data.convert import build_datalist, datalist_writer
 from shared_components.data.errors import DataValidationError, Problem
 from shared_components.data.image_files import relative_to
 
@@ -105,14 +105,4 @@ def lits_datalist(
     )
 
 
-def convert_lits(
-    src: str | Path,
-    dst: str | Path,
-    folds: int = 5,
-    seed: int = 0,
-    fold_mode: str = "kfold",
-    center_map: str | Mapping[str, str] | None = None,
-    check: str = "quick",
-) -> Path:
-    """Write the datalist of a LiTS folder to ``dst/datalist.json`` (or ``dst`` when it ends in ``.json``)."""
-    return write_datalist(lits_datalist(src, folds, seed, fold_mode, center_map), datalist_path(dst), check)
+convert_lits = datalist_writer(lits_datalist)

@@ -18,10 +18,9 @@ from shared_components.data.convert import (
     CENTER_COLUMNS,
     SUBJECT_COLUMNS,
     build_datalist,
-    datalist_path,
+    datalist_writer,
     modality_dict,
     read_label_names,
-    write_datalist,
 )
 from shared_components.data.errors import DataValidationError, Problem
 from shared_components.data.image_files import relative_to
@@ -147,23 +146,7 @@ def table_datalist(
     )
 
 
-def convert_table(
-    src: str | Path,
-    dst: str | Path,
-    folds: int = 5,
-    seed: int = 0,
-    fold_mode: str = "kfold",
-    root: str | Path | None = None,
-    modality: str | Sequence[str] | None = None,
-    label_names: str | Mapping[str, Any] | None = None,
-    convention: str | None = None,
-    regions: str | Mapping[str, Sequence[int]] | None = None,
-    center_map: str | Mapping[str, str] | None = None,
-    check: str = "quick",
-) -> Path:
-    """Write the datalist of a GaNDLF-style CSV to ``dst/datalist.json`` (or ``dst`` ending in ``.json``)."""
-    datalist = table_datalist(src, folds, seed, fold_mode, root, modality, label_names, convention, regions, center_map)
-    return write_datalist(datalist, datalist_path(dst), check)
+convert_table = datalist_writer(table_datalist)
 
 
 convert_csv = convert_table
