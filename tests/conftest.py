@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import torch
 
 from shared_components.bundle.runner import run_bundle
 from shared_components.bundle.scaffold import BUNDLES_DIR
@@ -38,6 +40,16 @@ def tiny_hippo(tmp_path_factory: pytest.TempPathFactory, hippo_dir: Path) -> Pat
     path = tmp_path_factory.mktemp("tiny_hippo") / "datalist.json"
     path.write_text(json.dumps({"training": cases, "test": []}, indent=4))
     return path
+
+
+@pytest.fixture
+def one_thread() -> Iterator[None]:
+    """One intra-op thread per test process, for tests of many small models: the suite runs under ``pytest -n 2`` on
+    2 cores, where more threads only spin against each other (restored afterwards)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="session")

@@ -65,14 +65,7 @@ TINY: dict[str, dict[str, Any]] = {
 TINY_PATCH = {"swin_unetr": [64, 64, 64]}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    """One intra-op thread per test process: these tests run under ``pytest -n 2`` on 2 cores, where more threads
-    only spin against each other (restored afterwards)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def split_name(bundle: str) -> tuple[str, str]:

@@ -3,8 +3,6 @@ only, and TorchScript export as each model's docs say."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 import torch
 from monai.bundle import ConfigParser
@@ -24,14 +22,7 @@ TINY_MEDFORMER = {
 }
 
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    """One intra-op thread per test process: these tests run under ``pytest -n 2`` on 2 cores, where more threads
-    only spin against each other (restored afterwards)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _seeded(*shape: int) -> torch.Tensor:

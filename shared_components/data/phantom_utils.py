@@ -3,6 +3,7 @@ bias fields, noise, and saving NIfTI files with a given orientation."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -112,3 +113,29 @@ def save_nifti(
     img.header.set_sform(img.affine, code=1)
     nib.save(img, path)
     return path
+
+
+def write_msd_json(
+    dst: Path,
+    name: str,
+    description: str,
+    modality: dict[str, str],
+    labels: dict[str, str],
+    training: list[dict[str, str]],
+    test: list[str],
+    tensor_image_size: str = "3D",
+) -> Path:
+    """Write an MSD task's ``dataset.json`` (the fields and order of the official files) and return ``dst``."""
+    meta = {
+        "name": name,
+        "description": description,
+        "tensorImageSize": tensor_image_size,
+        "modality": modality,
+        "labels": labels,
+        "numTraining": len(training),
+        "numTest": len(test),
+        "training": training,
+        "test": test,
+    }
+    (dst / "dataset.json").write_text(json.dumps(meta, indent=4) + "\n")
+    return dst

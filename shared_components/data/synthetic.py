@@ -11,13 +11,13 @@ Rician noise, so the segmentation problem is small but not trivial.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 from tqdm import tqdm
 
+from shared_components.data.phantom_utils import write_msd_json
 from shared_components.data.synthetic_ct import (
     abdomen_ct_phantom,
     write_abdomenct1k,
@@ -92,19 +92,15 @@ def write_msd_hippocampus(dst: str | Path, n_train: int = 24, n_test: int = 4, s
         else:
             nib.save(nib.Nifti1Image(image, affine), dst / "imagesTs" / name)
             test.append(f"./imagesTs/{name}")
-    meta = {
-        "name": "Hippocampus",
-        "description": "Synthetic hippocampus-like phantoms in the MSD Task04 layout",
-        "tensorImageSize": "3D",
-        "modality": {"0": "MRI"},
-        "labels": {"0": "background", "1": "Anterior", "2": "Posterior"},
-        "numTraining": n_train,
-        "numTest": n_test,
-        "training": training,
-        "test": test,
-    }
-    (dst / "dataset.json").write_text(json.dumps(meta, indent=4) + "\n")
-    return dst
+    return write_msd_json(
+        dst,
+        "Hippocampus",
+        "Synthetic hippocampus-like phantoms in the MSD Task04 layout",
+        {"0": "MRI"},
+        {"0": "background", "1": "Anterior", "2": "Posterior"},
+        training,
+        test,
+    )
 
 
 WRITERS = {

@@ -12,14 +12,13 @@ noise. Liver tumours are hypodense lesions inside the liver.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 from scipy.ndimage import binary_dilation, gaussian_filter
 from tqdm import tqdm
 
-from shared_components.data.phantom_utils import blob, save_nifti, smooth_field, tube, world_grid
+from shared_components.data.phantom_utils import blob, save_nifti, smooth_field, tube, world_grid, write_msd_json
 
 FOV_MM = (360.0, 280.0, 180.0)  # left-right, anterior-posterior, cranio-caudal
 ORGANS = ("liver", "kidney", "spleen", "pancreas", "liver_tumour")
@@ -196,19 +195,15 @@ def _write_msd_ct(
             save_nifti(dst / "imagesTs" / name, image, spacing, flip)
             test.append(f"./imagesTs/{name}")
     (dst / "imagesTs").mkdir(parents=True, exist_ok=True)
-    meta = {
-        "name": task.split("_", 1)[1],
-        "description": f"Synthetic abdominal CT phantoms in the MSD {task} layout",
-        "tensorImageSize": "3D",
-        "modality": {"0": "CT"},
-        "labels": labels,
-        "numTraining": n_train,
-        "numTest": n_test,
-        "training": training,
-        "test": test,
-    }
-    (dst / "dataset.json").write_text(json.dumps(meta, indent=4) + "\n")
-    return dst
+    return write_msd_json(
+        dst,
+        task.split("_", 1)[1],
+        f"Synthetic abdominal CT phantoms in the MSD {task} layout",
+        {"0": "CT"},
+        labels,
+        training,
+        test,
+    )
 
 
 def write_msd_spleen(dst: str | Path, n_train: int = 6, n_test: int = 2, seed: int = 0) -> Path:

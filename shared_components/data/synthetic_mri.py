@@ -16,14 +16,21 @@ multi-centre data.
 from __future__ import annotations
 
 import csv
-import json
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
-from shared_components.data.phantom_utils import bias_field, blob, rician, save_nifti, smooth_field, world_grid
+from shared_components.data.phantom_utils import (
+    bias_field,
+    blob,
+    rician,
+    save_nifti,
+    smooth_field,
+    world_grid,
+    write_msd_json,
+)
 
 # tissue classes of the brain-tumour phantom
 BG, CSF, GM, WM, EDEMA, ENHANCING, NECROSIS, NONENH = range(8)
@@ -120,19 +127,16 @@ def write_msd_brain_tumour(dst: str | Path, n_train: int = 6, n_test: int = 2, s
             save_nifti(dst / "imagesTs" / name, vol, (1.0, 1.0, 1.0), dtype=np.float32)
             test.append(f"./imagesTs/{name}")
     (dst / "imagesTs").mkdir(parents=True, exist_ok=True)
-    meta = {
-        "name": "BRATS",
-        "description": "Synthetic brain-tumour phantoms in the MSD Task01_BrainTumour layout",
-        "tensorImageSize": "4D",
-        "modality": {"0": "FLAIR", "1": "T1w", "2": "t1gd", "3": "T2w"},
-        "labels": {"0": "background", "1": "edema", "2": "non-enhancing tumor", "3": "enhancing tumour"},
-        "numTraining": n_train,
-        "numTest": n_test,
-        "training": training,
-        "test": test,
-    }
-    (dst / "dataset.json").write_text(json.dumps(meta, indent=4) + "\n")
-    return dst
+    return write_msd_json(
+        dst,
+        "BRATS",
+        "Synthetic brain-tumour phantoms in the MSD Task01_BrainTumour layout",
+        {"0": "FLAIR", "1": "T1w", "2": "t1gd", "3": "T2w"},
+        {"0": "background", "1": "edema", "2": "non-enhancing tumor", "3": "enhancing tumour"},
+        training,
+        test,
+        tensor_image_size="4D",
+    )
 
 
 def write_brats(dst: str | Path, n: int = 6, seed: int = 0, n_unlabelled: int = 0, release: str = "2021") -> Path:
