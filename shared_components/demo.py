@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from shared_components.bundle.runner import EVALUATE, INFER, TRAIN, run_bundle
+from shared_components.bundle.runner import EVALUATE, INFER, TRAIN, output_overrides, run_bundle
 from shared_components.bundle.scaffold import BUNDLES_DIR
 from shared_components.data.datalist import describe, split
 from shared_components.data.msd import convert_msd
@@ -53,9 +53,7 @@ def run_demo(
         "datalist": str(datalist),
         "fold": fold,
         "seed": seed,
-        "ckpt_dir": str(out_dir / "models"),
-        "log_dir": str(out_dir / "logs"),
-        "output_dir": str(out_dir / "eval"),
+        **output_overrides(out_dir),
     }
     print(f"[3/6] training {bundle} (fold {fold}, up to {max_epochs} epochs or {minutes} min); log: {log}")
     seconds = run_bundle(

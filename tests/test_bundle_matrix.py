@@ -20,7 +20,7 @@ import yaml
 from monai.bundle import ConfigWorkflow, verify_metadata, verify_net_in_out
 
 from shared_components.bundle import scaffold
-from shared_components.bundle.runner import EVALUATE, INFER, TRAIN, run_bundle
+from shared_components.bundle.runner import EVALUATE, INFER, TRAIN, output_overrides, run_bundle
 from shared_components.bundle.scaffold import BUNDLES_DIR
 from shared_components.paths import schemas_dir
 
@@ -197,9 +197,7 @@ def smoke_overrides(model: str, data: SmokeData, out: Path) -> dict[str, Any]:
         "num_workers": 0,
         "cache": "none",
         "check_data": "quick",
-        "ckpt_dir": str(out / "models"),
-        "log_dir": str(out / "logs"),
-        "output_dir": str(out / "eval"),
+        **output_overrides(out),
         **tiny_overrides(model),
         **data.overrides,
     }

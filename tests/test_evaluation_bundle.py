@@ -16,7 +16,7 @@ from monai.bundle.utils import DEFAULT_MLFLOW_SETTINGS
 from monai.bundle.workflows import ConfigWorkflow
 
 from shared_components.bundle import scaffold
-from shared_components.bundle.runner import EVALUATE, TRAIN
+from shared_components.bundle.runner import EVALUATE, TRAIN, output_overrides
 from shared_components.data.msd import msd_datalist
 from tests.conftest import HIPPO, run_cli
 
@@ -84,9 +84,7 @@ def test_mlflow_tracking_for_training_and_evaluation(tmp_path, hippo_dir, tiny_h
     common = {
         "dataset_dir": str(hippo_dir),
         "datalist": str(tiny_hippo),
-        "ckpt_dir": str(tmp_path / "models"),
-        "log_dir": str(tmp_path / "logs"),
-        "output_dir": str(tmp_path / "eval"),
+        **output_overrides(tmp_path),
         "tracking": "mlflow",
         "tracking_uri": f"sqlite:///{db}",
         "experiment_name": "tracking_test",

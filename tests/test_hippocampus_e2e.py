@@ -8,7 +8,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from shared_components.bundle.runner import EVALUATE, INFER, TRAIN
+from shared_components.bundle.runner import EVALUATE, INFER, TRAIN, output_overrides
 from tests.conftest import HIPPO, run_cli
 
 pytestmark = pytest.mark.slow
@@ -18,9 +18,7 @@ def test_train_evaluate_infer(tmp_path, hippo_dir, tiny_hippo):
     common = {
         "dataset_dir": str(hippo_dir),
         "datalist": str(tiny_hippo),
-        "ckpt_dir": str(tmp_path / "models"),
-        "log_dir": str(tmp_path / "logs"),
-        "output_dir": str(tmp_path / "eval"),
+        **output_overrides(tmp_path),
     }
     log = tmp_path / "run.log"
     run_cli(HIPPO, TRAIN, {**common, "max_epochs": 2, "val_interval": 1, "batch_size": 2}, log)

@@ -13,6 +13,14 @@ from typing import Any
 TRAIN = ("configs/train.yaml",)
 EVALUATE = ("configs/train.yaml", "configs/evaluate.yaml")
 INFER = ("configs/inference.yaml",)
+OUTPUT_KEYS = ("ckpt_dir", "log_dir", "output_dir")
+
+
+def output_overrides(run_dir: str | Path) -> dict[str, str]:
+    """Overrides that keep a run's files in ``run_dir``: checkpoints in ``models/``, TensorBoard/history in ``logs/``,
+    evaluation and inference outputs in ``eval/``."""
+    run_dir = Path(run_dir)
+    return dict(zip(OUTPUT_KEYS, (str(run_dir / "models"), str(run_dir / "logs"), str(run_dir / "eval")), strict=True))
 
 
 def _cli_value(value: Any) -> str:

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from shared_components.bundle.runner import run_bundle
+from shared_components.bundle.runner import output_overrides, run_bundle
 from shared_components.paths import schemas_dir
 
 GUARD = '''"""Import guard: this environment must run bundles without the monai-seg-bundles source package."""
@@ -135,9 +135,7 @@ def smoke_run(
     common = {
         "dataset_dir": str(dataset_dir),
         "datalist": str(datalist),
-        "ckpt_dir": str(work / "models"),
-        "log_dir": str(work / "logs"),
-        "output_dir": str(work / "eval"),
+        **output_overrides(work),
         **(overrides or {}),
     }
     log = work / "smoke.log"

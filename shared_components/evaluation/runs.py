@@ -13,13 +13,12 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from shared_components.bundle.runner import EVALUATE, TRAIN, run_bundle
+from shared_components.bundle.runner import EVALUATE, OUTPUT_KEYS, TRAIN, output_overrides, run_bundle
 from shared_components.bundle.scaffold import BUNDLES_DIR, all_bundles
 from shared_components.evaluation.report import PER_CASE, SUMMARY_JSON, write_json
 
 RUN_FILE = "run.json"
 LOG_FILE = "run.log"
-OUTPUT_KEYS = ("ckpt_dir", "log_dir", "output_dir")
 
 
 def resolve_bundle(bundle: str | os.PathLike) -> Path:
@@ -131,9 +130,7 @@ def train_and_evaluate(
     common = {
         **(overrides or {}),
         "fold": fold,
-        "ckpt_dir": str(run_dir / "models"),
-        "log_dir": str(run_dir / "logs"),
-        "output_dir": str(run_dir / "eval"),
+        **output_overrides(run_dir),
     }
     record.update(
         {
