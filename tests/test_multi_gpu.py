@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from shared_components.bundle.runner import output_overrides
 from tests.conftest import HIPPO
 
 pytestmark = pytest.mark.slow
@@ -46,9 +47,7 @@ def test_two_process_gloo_train_and_evaluate(bundles_dir, hippo_dir, ddp_datalis
     common = {
         "dataset_dir": hippo_dir,
         "datalist": ddp_datalist,
-        "ckpt_dir": tmp_path / "models",
-        "log_dir": tmp_path / "logs",
-        "output_dir": tmp_path / "eval",
+        **output_overrides(tmp_path),
     }
     log = tmp_path / "ddp.log"
     train = {**common, "max_epochs": 2, "val_interval": 1, "batch_size": 2}
@@ -61,6 +60,8 @@ def test_two_process_gloo_train_and_evaluate(bundles_dir, hippo_dir, ddp_datalis
     assert [int(r["epoch"]) for r in rows] == [1, 2]
     assert all(0.0 <= float(r["val_mean_dice"]) <= 1.0 for r in rows)
     assert text.count("epoch 2/2 loss") == 1, "EpochHistory must log on rank 0 only"
+    events = sorted(p.name for p in (tmp_path / "logs").glob("events.out.tfevents.*"))
+    assert len(events) == 2, f"rank 0's train and validation writers only, got {events}"
     assert text.count("SupervisedTrainer - INFO - Epoch[2] Complete") == 1, "rank 1 must log warnings only"
 
     evaluate = ["configs/train.yaml", "configs/evaluate.yaml", "configs/multi_gpu_evaluate.yaml"]
