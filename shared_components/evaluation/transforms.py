@@ -10,18 +10,21 @@ from typing import Any
 import torch
 from monai.data import MetaTensor
 from monai.transforms import (
-    Activationsd,
     AsDiscreted,
     Compose,
     CopyItemsd,
-    Invertd,
     LoadImage,
     MapTransform,
-    SaveImaged,
 )
 
-from shared_components.transforms.chains import IMAGE, LABEL, PRED
-from shared_components.transforms.labels import LabelToRegionsd, RegionsToLabeld, RemapLabelsd
+from shared_components.transforms.chains import (
+    LABEL,
+    PRED,
+    inverted_prediction,
+    regions_to_label_map,
+    save_label_map,
+)
+from shared_components.transforms.labels import LabelToRegionsd, RemapLabelsd
 
 SEG = "pred_seg"
 SAVED = "prediction_file"
@@ -110,34 +113,14 @@ def evaluation_postprocessing(
         raise ValueError("evaluation_postprocessing needs the validation preprocessing to invert.")
     args = dict(preprocessing_args or {})
     regions = args.get("regions")
-    t: list = [
-        Activationsd(PRED, sigmoid=multilabel, softmax=not multilabel),
-        Invertd(PRED, transform=preprocessing, orig_keys=IMAGE, nearest_interp=False, to_tensor=True),
-        AsDiscreted(PRED, threshold=0.5) if multilabel else AsDiscreted(PRED, argmax=True),
-    ]
+    t = inverted_prediction(preprocessing, multilabel)
     if save_predictions:
         if not output_dir:
             raise ValueError("save_predictions needs an output_dir.")
         if multilabel:
-            to_map = (
-                RegionsToLabeld.from_regions(SEG, regions)
-                if regions
-                else RegionsToLabeld(SEG, range(1, num_classes + 1))
-            )
-            t += [CopyItemsd(PRED, names=SEG), to_map]
+            t += [CopyItemsd(PRED, names=SEG), regions_to_label_map(SEG, num_classes, regions)]
         save_key = SEG if multilabel else PRED
-        t.append(
-            SaveImaged(
-                save_key,
-                output_dir=output_dir,
-                output_postfix=output_postfix,
-                output_dtype="uint8",
-                resample=False,
-                separate_folder=False,
-                print_log=False,
-                savepath_in_metadict=True,
-            )
-        )
+        t.append(save_label_map(save_key, output_dir, output_postfix, savepath_in_metadict=True))
         t.append(SavedPathd(save_key, delete=multilabel))
     t.append(LoadReferenced(LABEL, args.get("label_map"), regions))
     if not multilabel:

@@ -201,8 +201,8 @@ def post_transforms(
     through ``preprocessing``, then discretised (argmax; or, for overlapping ``regions``, a 0.5 threshold painted
     back into one label map by :meth:`RegionsToLabeld.from_regions`) and written as uint8 NIfTI to ``output_dir``.
     """
-    act = Activationsd(PRED, sigmoid=True) if multilabel else Activationsd(PRED, softmax=True)
     if stage == "metrics":
+        act = Activationsd(PRED, sigmoid=multilabel, softmax=not multilabel)
         t: list = [TakeFirstOutputd(PRED), act]
         if multilabel:
             t.append(AsDiscreted(PRED, threshold=0.5))
@@ -213,26 +213,41 @@ def post_transforms(
         raise ValueError(f"stage must be 'metrics' or 'save', got {stage!r}.")
     if preprocessing is None or output_dir is None:
         raise ValueError("stage='save' needs the preprocessing to invert and an output_dir.")
-    t = [
-        act,
-        Invertd(PRED, transform=preprocessing, orig_keys=IMAGE, nearest_interp=False, to_tensor=True),
-    ]
+    t = inverted_prediction(preprocessing, multilabel)
     if multilabel:
-        t.append(AsDiscreted(PRED, threshold=0.5))
-        t.append(
-            RegionsToLabeld.from_regions(PRED, regions) if regions else RegionsToLabeld(PRED, range(1, num_classes + 1))
-        )
-    else:
-        t.append(AsDiscreted(PRED, argmax=True))
-    t.append(
-        SaveImaged(
-            PRED,
-            output_dir=output_dir,
-            output_postfix=output_postfix,
-            output_dtype="uint8",
-            resample=False,
-            separate_folder=False,
-            print_log=False,
-        )
-    )
+        t.append(regions_to_label_map(PRED, num_classes, regions))
+    t.append(save_label_map(PRED, output_dir, output_postfix))
     return Compose(t)
+
+
+def inverted_prediction(preprocessing: Compose, multilabel: bool) -> list:
+    """Network output -> probabilities -> inverted through ``preprocessing`` to the input's original geometry ->
+    discrete (argmax into one channel; per-region 0.5 threshold when ``multilabel``)."""
+    return [
+        Activationsd(PRED, sigmoid=multilabel, softmax=not multilabel),
+        Invertd(PRED, transform=preprocessing, orig_keys=IMAGE, nearest_interp=False, to_tensor=True),
+        AsDiscreted(PRED, threshold=0.5) if multilabel else AsDiscreted(PRED, argmax=True),
+    ]
+
+
+def regions_to_label_map(
+    key: str, num_classes: int, regions: Mapping[str, Sequence[int]] | None = None
+) -> RegionsToLabeld:
+    """Binary region channels of ``key`` painted into one label map: by the dataset's overlapping ``regions``, else
+    channel ``i`` -> label ``i + 1``."""
+    return RegionsToLabeld.from_regions(key, regions) if regions else RegionsToLabeld(key, range(1, num_classes + 1))
+
+
+def save_label_map(key: str, output_dir: str, output_postfix: str = "seg", **kwargs: Any) -> SaveImaged:
+    """Write ``key`` as a uint8 NIfTI label map ``<case>_<postfix>.nii.gz`` in ``output_dir``, on the grid it has
+    (already inverted to the original geometry)."""
+    return SaveImaged(
+        key,
+        output_dir=output_dir,
+        output_postfix=output_postfix,
+        output_dtype="uint8",
+        resample=False,
+        separate_folder=False,
+        print_log=False,
+        **kwargs,
+    )
