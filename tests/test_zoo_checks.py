@@ -73,3 +73,19 @@ def test_ckpt_export_torchscript_matches_eager(bundles_dir, tmp_path):
         eager, script = net(x), scripted(x)
     torch.testing.assert_close(script, eager, rtol=1e-4, atol=1e-4)
     assert eager.abs().max() > 0
+
+
+def test_a_failed_export_is_reported_and_its_file_removed(tmp_path):
+    """An export that fails its check leaves no file behind (it must not ship) and says why; one that passes is ok."""
+    from shared_components.bundle.zoo_verify import _kept_if_verified
+
+    bad, good = tmp_path / "model.onnx", tmp_path / "model.ts"
+    info: dict = {"ok": False}
+    with _kept_if_verified(str(bad), info):
+        bad.write_bytes(b"half-written")
+        raise AssertionError("models/model.onnx differs from the eager network")
+    assert not bad.exists() and info["ok"] is False and "differs from the eager network" in info["detail"]
+    info = {"ok": False}
+    with _kept_if_verified(str(good), info):
+        good.write_bytes(b"exported")
+    assert good.read_bytes() == b"exported" and info == {"ok": True}

@@ -27,7 +27,7 @@ import sys
 import tempfile
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 ZOO_FILE_LIMIT_MB = 25
@@ -146,8 +146,8 @@ def export_models(bundle: str, infer: str, meta: str, kinds: list[str]) -> dict[
     out: dict[str, dict[str, Any]] = {}
     if "ts" in kinds:
         path = os.path.join(bundle, "models", "model.ts")
-        info: dict[str, Any] = {"ok": False, "file": "models/model.ts"}
-        try:
+        info = out["ts"] = {"ok": False, "file": "models/model.ts"}
+        with _kept_if_verified(path, info):
             try:
                 with contextlib.redirect_stdout(io.StringIO()):
                     ckpt_export(filepath=path, **common)
@@ -162,32 +162,37 @@ def export_models(bundle: str, infer: str, meta: str, kinds: list[str]) -> dict[
             ts = torch.jit.load(path, map_location="cpu").eval()
             with torch.no_grad():
                 info["detail"] = compare(eager, ts(x), "models/model.ts", 1e-4)
-            info["ok"] = True
-        except Exception as e:  # noqa: BLE001 - reported, the file is not shipped
-            info["detail"] = "".join(traceback.format_exception_only(type(e), e)).strip()[-600:]
-            if os.path.exists(path):
-                os.remove(path)
-        out["ts"] = info
     if "onnx" in kinds:
         path = os.path.join(bundle, "models", "model.onnx")
-        info = {"ok": False, "file": "models/model.onnx", "method": "traced (legacy exporter), batch axis dynamic"}
+        info = out["onnx"] = {
+            "ok": False,
+            "file": "models/model.onnx",
+            "method": "traced (legacy exporter), batch axis dynamic",
+        }
         kwargs = {
             "dynamo": False,
             "input_names": ["image"],
             "output_names": ["pred"],
             "dynamic_axes": {"image": {0: "batch"}, "pred": {0: "batch"}},
         }
-        try:
+        with _kept_if_verified(path, info):
             with contextlib.redirect_stdout(io.StringIO()):
                 onnx_export(filepath=path, use_trace=True, input_shape=shape, converter_kwargs=kwargs, **common)
             info["detail"] = "onnxruntime: " + compare(eager, run_onnx(path, x), "models/model.onnx", 1e-3)
-            info["ok"] = True
-        except Exception as e:  # noqa: BLE001 - reported, the file is not shipped
-            info["detail"] = "".join(traceback.format_exception_only(type(e), e)).strip()[-600:]
-            if os.path.exists(path):
-                os.remove(path)
-        out["onnx"] = info
     return out
+
+
+@contextlib.contextmanager
+def _kept_if_verified(path: str, info: dict[str, Any]) -> Iterator[None]:
+    """Around one export and its check against the eager network: ``info["ok"]`` when both succeed; otherwise the
+    error goes to ``info["detail"]`` and the (possibly half-written) file is removed, as it is not shipped."""
+    try:
+        yield
+        info["ok"] = True
+    except Exception as e:  # noqa: BLE001 - reported, the file is not shipped
+        info["detail"] = "".join(traceback.format_exception_only(type(e), e)).strip()[-600:]
+        if os.path.exists(path):
+            os.remove(path)
 
 
 def run_onnx(path: str, x: Any) -> Any:
