@@ -127,9 +127,10 @@ class TimeBudget:
     """Fit training into ``minutes`` of wall time (``None``: no budget).
 
     After every epoch the run is re-planned from the mean epoch time so far (validation included): the number of
-    epochs shrinks to what still fits (never past the configured ``max_epochs``) and ``lr_scheduler`` is refitted to
-    that length with :func:`refit_scheduler`, rounded down to whole validation intervals. Every model under a common budget thus completes its schedule (warm-up
-    to final decay) instead of being cut off at a high learning rate. Training stops once the next epoch would not
+    epochs shrinks to what still fits (never past the configured ``max_epochs``), rounded down to whole validation
+    intervals, and ``lr_scheduler`` is refitted to that length with :func:`refit_scheduler`. Every model under a
+    common budget thus completes its schedule (warm-up to final decay) instead of being cut off at a high learning
+    rate. Training stops once the next epoch would not
     fit. Under ``torch.distributed`` the ranks agree on the plan and the stop, so no rank waits forever.
     """
 
