@@ -16,10 +16,10 @@ import sys
 import tempfile
 from pathlib import Path
 
-from shared_components.bundle import zoo_checks
-from shared_components.bundle.export import export_bundle
 from shared_components.bundle.scaffold import BUNDLES_DIR
 from shared_components.cli import run
+from shared_components.shipping import isolation
+from shared_components.shipping.export import export_bundle
 
 
 def export(
@@ -40,7 +40,7 @@ def export(
         raise FileNotFoundError(f"no bundle {bundle!r}: give a folder or one of {BUNDLES_DIR}/*.")
     result = export_bundle(src, out, name, zip, format, torchscript, onnx, untrained, overwrite=overwrite)
     print(f"exported {src.name} -> {result.path}" + (f" ({result.zip})" if result.zip else ""))
-    print(f"vendored {len(result.vendored)} files into scripts/; isolation: {zoo_checks.prove_isolated()}")
+    print(f"vendored {len(result.vendored)} files into scripts/; isolation: {isolation.prove_isolated()}")
     for info in result.exports.values():
         print(f"  {info['file']}: {'shipped, ' + info.get('method', '') if info['ok'] else 'not shipped'}")
     for check in result.checks:
@@ -49,15 +49,15 @@ def export(
         print(f"  note: {note}")
     if smoke:
         with tempfile.TemporaryDirectory() as tmp:
-            datalist = zoo_checks.smoke_datalist(result.path / "configs" / "datalist.json", Path(tmp) / "dl.json")
+            datalist = isolation.smoke_datalist(result.path / "configs" / "datalist.json", Path(tmp) / "dl.json")
             case = json.loads(datalist.read_text())["training"][-1]["image"]
             image = [str(Path(smoke) / c) for c in case] if isinstance(case, list) else str(Path(smoke) / case)
             images = [image]
-            res = zoo_checks.smoke_run(result.path, Path(tmp) / "run", smoke, datalist, images)
+            res = isolation.smoke_run(result.path, Path(tmp) / "run", smoke, datalist, images)
             times = ", ".join(f"{k} {v:.0f} s" for k, v in res["seconds"].items())
             print(f"  smoke run without shared_components: {times}; {len(res['predictions'])} prediction(s)")
     if not result.ok:
-        print(f"{len(zoo_checks.failures(result.checks))} zoo check(s) failed", file=sys.stderr)
+        print(f"{len(isolation.failures(result.checks))} zoo check(s) failed", file=sys.stderr)
         sys.exit(1)
 
 

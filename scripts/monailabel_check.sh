@@ -48,4 +48,4 @@ fi
 if [ "${1:-}" = "--setup_only" ]; then
     exit 0
 fi
-exec "$VENV/bin/python" -m shared_components.bundle.monailabel_check "$@"
+exec "$VENV/bin/python" -m shared_components.shipping.monailabel_check "$@"

@@ -17,16 +17,16 @@ import functools
 from collections.abc import Callable
 
 from shared_components.cli import run
-from shared_components.data.abdomenct1k import convert_abdomenct1k
-from shared_components.data.brats import convert_brats
 from shared_components.data.checks import check_datalist_file
-from shared_components.data.convert import report
+from shared_components.data.converters.abdomenct1k import convert_abdomenct1k
+from shared_components.data.converters.base import report
+from shared_components.data.converters.brats import convert_brats
+from shared_components.data.converters.csv_table import convert_table
+from shared_components.data.converters.folders import convert_folder
+from shared_components.data.converters.lits import convert_lits
+from shared_components.data.converters.msd import convert_msd
 from shared_components.data.fingerprint import fingerprint as make_fingerprint
 from shared_components.data.fingerprint import summary
-from shared_components.data.folders import convert_folder
-from shared_components.data.lits import convert_lits
-from shared_components.data.msd import convert_msd
-from shared_components.data.table import convert_table
 
 
 def _reporting(convert: Callable) -> Callable:

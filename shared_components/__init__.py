@@ -6,7 +6,17 @@ Submodules load on first use, so ``$import shared_components`` in a bundle confi
 import importlib
 
 __version__ = "0.1.0"
-_SUBMODULES = ("bundle", "data", "evaluation", "networks", "paths", "training", "transforms")
+_SUBMODULES = (
+    "bundle",
+    "data",
+    "evaluation",
+    "experiments",
+    "networks",
+    "paths",
+    "shipping",
+    "training",
+    "transforms",
+)
 
 
 def __getattr__(name: str):

@@ -10,8 +10,8 @@ from pathlib import Path
 
 from shared_components.bundle.runner import EVALUATE, INFER, TRAIN, output_overrides, run_bundle
 from shared_components.bundle.scaffold import BUNDLES_DIR
+from shared_components.data.converters.msd import convert_msd
 from shared_components.data.datalist import describe, split
-from shared_components.data.msd import convert_msd
 from shared_components.data.synthetic import write_msd_hippocampus
 from shared_components.evaluation.plots import overlay_png
 

@@ -11,7 +11,7 @@ import torch
 
 from shared_components.bundle.runner import run_bundle
 from shared_components.bundle.scaffold import BUNDLES_DIR
-from shared_components.data.msd import msd_datalist
+from shared_components.data.converters.msd import msd_datalist
 from shared_components.paths import DATA_ENV, data_root
 
 HIPPO = "hippocampus_mri_unet"

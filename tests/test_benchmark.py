@@ -10,10 +10,10 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from shared_components.data.msd import msd_datalist
-from shared_components.evaluation.benchmark import dataset_name, make_report, run_benchmark
+from shared_components.data.converters.msd import msd_datalist
 from shared_components.evaluation.report import with_case_means
-from shared_components.evaluation.runs import resolve_bundles
+from shared_components.experiments.benchmark import dataset_name, make_report, run_benchmark
+from shared_components.experiments.runs import resolve_bundles
 from tests.conftest import HIPPO
 
 pytestmark = pytest.mark.slow

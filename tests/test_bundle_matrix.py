@@ -106,7 +106,7 @@ def _first_image(datalist: Path, dataset_dir: Path) -> str | list[str]:
 
 
 def hippocampus_smoke_data(root: Path, real: Path) -> SmokeData:
-    from shared_components.data.msd import msd_datalist
+    from shared_components.data.converters.msd import msd_datalist
 
     cases = msd_datalist(real, folds=5, seed=0)["training"][:2]
     for i, e in enumerate(cases):
@@ -118,7 +118,9 @@ def hippocampus_smoke_data(root: Path, real: Path) -> SmokeData:
 
 def _synthetic(dataset: str, root: Path) -> SmokeData:
     """Two labelled cases written in the official layout by the dataset's writer, converted by its converter."""
-    from shared_components.data import abdomenct1k, brats, folders, lits, msd, synthetic_ct, synthetic_mri
+    from shared_components.data.converters import abdomenct1k, brats, folders, lits, msd
+    from shared_components.data.synthetic import ct as synthetic_ct
+    from shared_components.data.synthetic import mri as synthetic_mri
 
     src = root / dataset
     coarse = {"preprocessing_args#pixdim": [6.0, 6.0, 6.0]}  # the CT phantoms span a whole abdomen
@@ -370,7 +372,7 @@ def _cli_train_evaluate_infer(bundle: Path, data: SmokeData, out: Path, extra: d
 @pytest.mark.slow
 def test_brats2015_two_channel_real_data(data_dir: Path, tmp_path: Path):
     """Two real BraTS 2015 cases (FLAIR, T1-Gd) through the four-channel BraTS bundle with `--num_channels 2`."""
-    from shared_components.data.brats import convert_brats
+    from shared_components.data.converters.brats import convert_brats
 
     src = data_dir / "brats2015_examples"
     full = json.loads(Path(convert_brats(src, tmp_path / "full", folds=2, seed=0)).read_text())

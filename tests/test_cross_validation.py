@@ -9,9 +9,9 @@ import pandas as pd
 import pytest
 import torch
 
-from shared_components.data.msd import msd_datalist
-from shared_components.evaluation.crossval import cross_validate
+from shared_components.data.converters.msd import msd_datalist
 from shared_components.evaluation.ensemble import FoldEnsemble
+from shared_components.experiments.crossval import cross_validate
 from tests.conftest import HIPPO
 
 

@@ -17,15 +17,15 @@ import numpy as np
 import pytest
 
 from shared_components.data import synthetic as S
-from shared_components.data.abdomenct1k import abdomenct1k_datalist, convert_abdomenct1k
-from shared_components.data.brats import brats_datalist, convert_brats
 from shared_components.data.checks import check_datalist
+from shared_components.data.converters.abdomenct1k import abdomenct1k_datalist, convert_abdomenct1k
+from shared_components.data.converters.brats import brats_datalist, convert_brats
+from shared_components.data.converters.csv_table import convert_table, table_datalist
+from shared_components.data.converters.folders import convert_folder, folder_datalist
+from shared_components.data.converters.lits import convert_lits, lits_datalist
+from shared_components.data.converters.msd import convert_msd
 from shared_components.data.datalist import load_datalist, split
 from shared_components.data.errors import DataValidationError
-from shared_components.data.folders import convert_folder, folder_datalist
-from shared_components.data.lits import convert_lits, lits_datalist
-from shared_components.data.msd import convert_msd
-from shared_components.data.table import convert_table, table_datalist
 from shared_components.paths import REPO_ROOT
 
 BRATS_REGIONS_2015 = {"TC": [1, 3, 4], "WT": [1, 2, 3, 4], "ET": [4]}

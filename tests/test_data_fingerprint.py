@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from shared_components.data import synthetic as S
-from shared_components.data.brats import convert_brats
+from shared_components.data.converters.brats import convert_brats
+from shared_components.data.converters.msd import convert_msd
 from shared_components.data.fingerprint import fingerprint, plan, recommended
-from shared_components.data.msd import convert_msd
 
 
 def test_hippocampus_fingerprint(hippo_dir, tmp_path):

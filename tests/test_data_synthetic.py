@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from shared_components.data import synthetic as S
-from shared_components.data.synthetic_mri import EDEMA, ENHANCING, NECROSIS, WM
+from shared_components.data.synthetic.mri import EDEMA, ENHANCING, NECROSIS, WM
 
 
 def _world_centroid(img: nib.Nifti1Image, mask: np.ndarray) -> np.ndarray:

@@ -17,7 +17,7 @@ from monai.bundle.workflows import ConfigWorkflow
 
 from shared_components.bundle import scaffold
 from shared_components.bundle.runner import EVALUATE, TRAIN, output_overrides
-from shared_components.data.msd import msd_datalist
+from shared_components.data.converters.msd import msd_datalist
 from tests.conftest import HIPPO, run_cli
 
 

@@ -13,9 +13,10 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from shared_components.bundle import scaffold, vendor, zoo_checks
-from shared_components.bundle.export import export_bundle, zoo_name
+from shared_components.bundle import scaffold
 from shared_components.paths import REPO_ROOT, shipped_datalist
+from shared_components.shipping import isolation, vendor
+from shared_components.shipping.export import export_bundle, zoo_name
 from tests.conftest import HIPPO
 
 FAMILIES = sorted(p.stem for p in (scaffold.SPECS_DIR / "models").glob("*.yaml"))
@@ -59,7 +60,7 @@ def test_vendor_copies_only_what_is_used_with_relative_imports(tmp_path):
 
 
 def test_isolated_environment_cannot_import_shared_components():
-    assert "No module named 'shared_components'" in zoo_checks.prove_isolated()
+    assert "No module named 'shared_components'" in isolation.prove_isolated()
 
 
 def test_export_refuses_untrained_and_existing(tmp_path, bundles_dir):
@@ -76,7 +77,7 @@ def test_export_refuses_untrained_and_existing(tmp_path, bundles_dir):
 def test_hippocampus_export_passes_the_zoo_checks(hippo_export):
     r = hippo_export
     assert r.name == "hippocampus_mri_unet_segmentation" and r.path.name == r.name
-    failed = zoo_checks.failures(r.checks)
+    failed = isolation.failures(r.checks)
     assert not failed, "\n".join(map(str, failed))
     names = {c.check for c in r.checks if c.ok}
     expected = {"files", "version/changelog", "inference keys", "train keys", "inference properties"}
@@ -117,16 +118,16 @@ def test_broken_export_fails_the_zoo_checks(hippo_export, tmp_path):
     meta["version"] = "9.9.9"  # not in the changelog
     meta["network_data_format"]["outputs"]["pred"]["num_channels"] = 5  # the network has 3
     (broken / "configs" / "metadata.json").write_text(json.dumps(meta, indent=4))
-    checks, _ = zoo_checks.verify_export(broken)
-    failed = {c.check for c in zoo_checks.failures(checks)}
+    checks, _ = isolation.verify_export(broken)
+    failed = {c.check for c in isolation.failures(checks)}
     assert {"files", "version/changelog", "verify_net_in_out"} <= failed
 
 
 @pytest.mark.slow
 def test_exported_copy_trains_evaluates_infers_without_shared_components(hippo_export, tmp_path, hippo_dir):
-    datalist = zoo_checks.smoke_datalist(hippo_export.path / "configs" / "datalist.json", tmp_path / "dl.json")
+    datalist = isolation.smoke_datalist(hippo_export.path / "configs" / "datalist.json", tmp_path / "dl.json")
     images = sorted((hippo_dir / "imagesTr").glob("hippocampus_00[13].nii.gz"))
-    res = zoo_checks.smoke_run(hippo_export.path, tmp_path / "run", hippo_dir, datalist, images, {"batch_size": 2})
+    res = isolation.smoke_run(hippo_export.path, tmp_path / "run", hippo_dir, datalist, images, {"batch_size": 2})
     log = res["log"].read_text()
     assert res["checkpoint"].is_file(), log[-2000:]
     assert list((tmp_path / "run" / "eval").glob("*.csv")), "evaluation wrote no metrics"
@@ -143,7 +144,7 @@ def test_export_one_bundle_per_network_family(model, tmp_path):
     bundle = _bundle_of(model)
     assert bundle is not None, f"no {model} bundle in bundles/"
     r = export_bundle(bundle, tmp_path, untrained=not (bundle / "models" / "model.pt").is_file())
-    failed = zoo_checks.failures(r.checks)
+    failed = isolation.failures(r.checks)
     assert not failed, "\n".join(map(str, failed))
     assert r.torchscript, r.exports.get("ts")  # scripted, or traced at the patch size when it does not script
     assert r.onnx, r.exports.get("onnx")  # every family exports to ONNX that onnxruntime runs like eager

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from shared_components.data.converters.msd import convert_msd, msd_datalist
 from shared_components.data.errors import DataValidationError
-from shared_components.data.msd import convert_msd, msd_datalist
 
 
 def test_real_task_folds_deterministic_and_balanced(hippo_dir):

@@ -32,7 +32,7 @@ def _torchrun(bundle: Path, configs: list[str], overrides: dict, log: Path) -> N
 @pytest.fixture(scope="module")
 def ddp_datalist(tmp_path_factory, hippo_dir) -> Path:
     """4 real cases to train on, 2 to validate on (one per rank)."""
-    from shared_components.data.msd import msd_datalist
+    from shared_components.data.converters.msd import msd_datalist
 
     cases = msd_datalist(hippo_dir, folds=5, seed=0)["training"][:6]
     for i, e in enumerate(cases):

@@ -1,1 +1,2 @@
-"""Bundle scaffolding (new bundles from dataset and model specs), syncing of the shared parts, and export."""
+"""Authoring bundles: dataset and model specs, the shared template, scaffolding and syncing, model cards, and
+running a bundle through the stock MONAI CLI."""

@@ -3,7 +3,7 @@
 from shared_components.evaluation.ensemble import FoldEnsemble
 from shared_components.evaluation.handlers import SegmentationMetrics, class_names
 from shared_components.evaluation.metrics import METRICS, case_metrics, spacing_from_affine
-from shared_components.evaluation.transforms import evaluation_postprocessing
+from shared_components.evaluation.postprocessing import evaluation_postprocessing
 
 __all__ = [
     "FoldEnsemble",

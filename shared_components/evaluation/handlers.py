@@ -17,9 +17,9 @@ from monai.engines.utils import IterationEvents
 
 from shared_components.data.datalist import subject_of
 from shared_components.evaluation.metrics import METRICS, case_metrics, spacing_from_affine
+from shared_components.evaluation.postprocessing import SAVED
 from shared_components.evaluation.report import MEAN_CLASS, summary_markdown, write_evaluation
 from shared_components.evaluation.statistics import CONFIDENCE
-from shared_components.evaluation.transforms import SAVED
 from shared_components.training.handlers import peak_ram_mb
 
 logger = logging.getLogger(__name__)
@@ -47,7 +47,7 @@ class SegmentationMetrics:
     ``output_dir`` (see :mod:`shared_components.evaluation.report`).
 
     Expects one-hot (or region) ``pred``/``label`` in the original geometry, as produced by
-    :func:`shared_components.evaluation.transforms.evaluation_postprocessing`. The class means are also put into
+    :func:`shared_components.evaluation.postprocessing.evaluation_postprocessing`. The class means are also put into
     ``engine.state.metrics`` (``dice_<class>``, ..., ``dice_mean``) so StatsHandler and MLflow report them.
     Under ``torch.distributed`` attach it on every rank: rows are gathered and rank 0 writes the files.
 

@@ -45,7 +45,7 @@ def guard_dir() -> Path:
     folder = Path(tempfile.mkdtemp(prefix="no_shared_components_"))
     atexit.register(shutil.rmtree, folder, ignore_errors=True)
     (folder / "sitecustomize.py").write_text(GUARD)
-    shutil.copy(Path(__file__).with_name("zoo_verify.py"), folder / "zoo_verify.py")
+    shutil.copy(Path(__file__).with_name("zoo_offline_checks.py"), folder / "zoo_offline_checks.py")
     return folder
 
 
@@ -93,7 +93,7 @@ def verify_export(
         raise FileNotFoundError(f"no Model Zoo metadata schemas in {schemas_dir()}; set SEG_SHARED_DIR.")
     with tempfile.TemporaryDirectory() as tmp:
         report = Path(tmp) / "report.json"
-        cmd = [sys.executable, str(guard_dir() / "zoo_verify.py"), str(bundle_dir), "--report", str(report)]
+        cmd = [sys.executable, str(guard_dir() / "zoo_offline_checks.py"), str(bundle_dir), "--report", str(report)]
         cmd += ["--schemas", *map(str, schemas)]
         if export:
             cmd += ["--export", *export]

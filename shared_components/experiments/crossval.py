@@ -25,7 +25,7 @@ from shared_components.evaluation.report import (
     write_evaluation,
     write_text_atomic,
 )
-from shared_components.evaluation.runs import (
+from shared_components.experiments.runs import (
     bundle_values,
     parse_folds,
     resolve_bundle,
@@ -125,7 +125,7 @@ def _check_folds(bundle_dir: Path, folds: list[int], overrides: Mapping[str, Any
 def write_cross_validation(out_dir: Path, folds: Sequence[int], name: str = "") -> pd.DataFrame:
     """Pool the folds' per-case metrics into ``out_dir`` (``metrics_per_case.csv`` and summaries) and write
     ``cross_validation.csv`` (one row per fold, plus ``pooled``) and ``cross_validation.md``."""
-    from shared_components.evaluation.runs import read_run
+    from shared_components.experiments.runs import read_run
 
     rows, frames = [], []
     for fold in folds:

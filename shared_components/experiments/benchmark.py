@@ -38,7 +38,8 @@ from shared_components.evaluation.report import (
     write_json,
     write_text_atomic,
 )
-from shared_components.evaluation.runs import (
+from shared_components.evaluation.statistics import compare_to_best
+from shared_components.experiments.runs import (
     bundle_values,
     count_parameters,
     parse_folds,
@@ -46,7 +47,6 @@ from shared_components.evaluation.runs import (
     resolve_bundles,
     train_and_evaluate,
 )
-from shared_components.evaluation.statistics import compare_to_best
 
 logger = logging.getLogger(__name__)
 

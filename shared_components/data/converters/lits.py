@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from shared_components.data.convert import build_datalist, datalist_writer
+from shared_components.data.converters.base import build_datalist, datalist_writer
 from shared_components.data.errors import DataValidationError, Problem
 from shared_components.data.image_files import relative_to
 

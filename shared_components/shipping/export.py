@@ -3,7 +3,7 @@
 The export needs nothing from this repository at run time:
 
 * the ``shared_components`` code the configs use is vendored into the bundle's ``scripts/`` package
-  (:mod:`shared_components.bundle.vendor`) and the configs are rewritten to ``scripts.``;
+  (:mod:`shared_components.shipping.vendor`) and the configs are rewritten to ``scripts.``;
 * the dataset folder defaults to the zoo's ``/workspace/data/<dataset>`` (override ``--dataset_dir``) and the shipped
   datalist (fixed folds) is copied to ``configs/datalist.json``;
 * ``models/model.pt`` is copied, ``models/model.ts`` (TorchScript) and ``models/model.onnx`` are exported where the
@@ -11,7 +11,7 @@ The export needs nothing from this repository at run time:
 * the bundle is named the zoo's way (``<anatomy>_<modality>_<model>_segmentation``) and configs are JSON with a
   4-space indent (``config_format='yaml'`` keeps YAML).
 
-:func:`shared_components.bundle.zoo_checks.verify_export` then runs the zoo's checks on it without this package.
+:func:`shared_components.shipping.isolation.verify_export` then runs the zoo's checks on it without this package.
 """
 
 from __future__ import annotations
@@ -32,8 +32,8 @@ import torch
 import yaml
 from monai.bundle import ConfigParser
 
-from shared_components.bundle import vendor, zoo_checks
 from shared_components.bundle.scaffold import _dump
+from shared_components.shipping import isolation, vendor
 
 ZOO_DATA_ROOT = "/workspace/data"
 DATALIST = "configs/datalist.json"
@@ -56,13 +56,13 @@ class ExportResult:
     onnx: bool = False
     vendored: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
-    checks: list[zoo_checks.Check] = field(default_factory=list)
+    checks: list[isolation.Check] = field(default_factory=list)
     exports: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
         """True when every error-level zoo check passed."""
-        return not zoo_checks.failures(self.checks)
+        return not isolation.failures(self.checks)
 
 
 def zoo_name(bundle_name: str) -> str:
@@ -249,7 +249,7 @@ def _build(
 
     # TorchScript/ONNX and the zoo's checks, in one subprocess that cannot import shared_components
     kinds = [k for k, on in (("ts", torchscript), ("onnx", onnx)) if on]
-    result.checks, result.exports = zoo_checks.verify_export(dest, export=kinds)
+    result.checks, result.exports = isolation.verify_export(dest, export=kinds)
     result.torchscript = result.exports.get("ts", {}).get("ok", False)
     result.onnx = result.exports.get("onnx", {}).get("ok", False)
     for info in result.exports.values():

@@ -77,7 +77,7 @@ def test_ckpt_export_torchscript_matches_eager(bundles_dir, tmp_path):
 
 def test_a_failed_export_is_reported_and_its_file_removed(tmp_path):
     """An export that fails its check leaves no file behind (it must not ship) and says why; one that passes is ok."""
-    from shared_components.bundle.zoo_verify import _kept_if_verified
+    from shared_components.shipping.zoo_offline_checks import _kept_if_verified
 
     bad, good = tmp_path / "model.onnx", tmp_path / "model.ts"
     info: dict = {"ok": False}

@@ -14,7 +14,7 @@ from typing import Any
 
 from shared_components.data.conventions import convention as get_convention
 from shared_components.data.conventions import regions_of
-from shared_components.data.convert import (
+from shared_components.data.converters.base import (
     CENTER_COLUMNS,
     SUBJECT_COLUMNS,
     build_datalist,

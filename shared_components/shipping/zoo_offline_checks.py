@@ -1,9 +1,9 @@
 """The MONAI Model Zoo's offline bundle checks, as a standalone script (stdlib, torch and monai only).
 
-``zoo_checks.verify_export`` copies this file next to the import guard and runs it in a subprocess that cannot
+``isolation.verify_export`` copies this file next to the import guard and runs it in a subprocess that cannot
 import ``shared_components``, so passing it proves an exported bundle stands on its own:
 
-    python zoo_verify.py <bundle_dir> --report <report.json> --schemas <schema.json> [...] [--export ts onnx]
+    python zoo_offline_checks.py <bundle_dir> --report <report.json> --schemas <schema.json> [...] [--export ts onnx]
 
 It mirrors what the zoo's ``ci/verify_bundle.py`` checks with the same ``monai.bundle`` functions (necessary and
 preferred files, version/changelog, metadata against each schema, inference properties, network input/output,

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from shared_components.data.phantom_utils import (
+from shared_components.data.synthetic.shapes import (
     bias_field,
     blob,
     rician,

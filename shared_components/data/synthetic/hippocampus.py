@@ -1,12 +1,8 @@
-"""Synthetic but realistic data written in official dataset layouts, for the demo and for tests.
+"""The hippocampus-like phantom in the MSD Task04 layout.
 
-Writers (each returns the dataset root it wrote): :func:`write_msd_hippocampus` (here), the CT ones in
-``synthetic_ct`` (MSD spleen/liver, LiTS, AbdomenCT-1K) and the MRI ones in ``synthetic_mri`` (MSD brain tumour,
-BraTS 2021, GaNDLF CSV, multi-centre amygdala folders); :data:`WRITERS` names them all for ``scripts/synthetic.py``.
-
-The hippocampus-like phantom is a curved, tapering tube (head to tail) cut into an anterior and a posterior
-part, with grey-matter-like intensity, a darker ventricle-like cavity beside it, a smooth bias field and
-Rician noise, so the segmentation problem is small but not trivial.
+A curved, tapering tube (head to tail) cut into an anterior and a posterior part, with grey-matter-like intensity,
+a darker ventricle-like cavity beside it, a smooth bias field and Rician noise, so the segmentation problem is small
+but not trivial.
 """
 
 from __future__ import annotations
@@ -17,22 +13,7 @@ import nibabel as nib
 import numpy as np
 from tqdm import tqdm
 
-from shared_components.data.phantom_utils import write_msd_json
-from shared_components.data.synthetic_ct import (
-    abdomen_ct_phantom,
-    write_abdomenct1k,
-    write_lits,
-    write_msd_liver,
-    write_msd_spleen,
-)
-from shared_components.data.synthetic_mri import (
-    amygdala_phantom,
-    brain_tumour_phantom,
-    write_amygdala_folders,
-    write_brats,
-    write_gandlf_csv,
-    write_msd_brain_tumour,
-)
+from shared_components.data.synthetic.shapes import write_msd_json
 
 
 def _bias_field(shape: tuple[int, ...], rng: np.random.Generator, strength: float = 0.2) -> np.ndarray:
@@ -101,33 +82,3 @@ def write_msd_hippocampus(dst: str | Path, n_train: int = 24, n_test: int = 4, s
         training,
         test,
     )
-
-
-WRITERS = {
-    "msd_hippocampus": write_msd_hippocampus,
-    "msd_spleen": write_msd_spleen,
-    "msd_liver": write_msd_liver,
-    "msd_brain_tumour": write_msd_brain_tumour,
-    "lits": write_lits,
-    "abdomenct1k": write_abdomenct1k,
-    "brats": write_brats,
-    "amygdala_folders": write_amygdala_folders,
-    "gandlf_csv": write_gandlf_csv,
-}
-
-__all__ = [
-    "WRITERS",
-    "abdomen_ct_phantom",
-    "amygdala_phantom",
-    "brain_tumour_phantom",
-    "hippocampus_phantom",
-    "write_abdomenct1k",
-    "write_amygdala_folders",
-    "write_brats",
-    "write_gandlf_csv",
-    "write_lits",
-    "write_msd_brain_tumour",
-    "write_msd_hippocampus",
-    "write_msd_liver",
-    "write_msd_spleen",
-]

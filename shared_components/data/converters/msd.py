@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from shared_components.data.conventions import CONVENTIONS
-from shared_components.data.convert import datalist_path, write_datalist
+from shared_components.data.converters.base import datalist_path, write_datalist
 from shared_components.data.datalist import subject_of
 from shared_components.data.errors import DataValidationError, Problem
 from shared_components.data.folds import assign_folds

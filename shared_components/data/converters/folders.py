@@ -24,7 +24,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from shared_components.data.convert import (
+from shared_components.data.converters.base import (
     build_datalist,
     datalist_writer,
     modality_dict,

@@ -223,7 +223,7 @@ def check(
     app = _sample_app(work / "app")
     models = {bundle: shutil.copytree(src, app / "model" / bundle, ignore=SKIP)}
     if export:
-        from shared_components.bundle.export import export_bundle
+        from shared_components.shipping.export import export_bundle
 
         t0 = time.monotonic()
         res = export_bundle(src, work / "export", torchscript=False, onnx=False)

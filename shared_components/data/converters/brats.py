@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from shared_components.data.conventions import convention as get_convention
-from shared_components.data.convert import build_datalist, datalist_writer, modality_dict
+from shared_components.data.converters.base import build_datalist, datalist_writer, modality_dict
 from shared_components.data.errors import DataValidationError, Problem
 from shared_components.data.image_files import IMAGE_SUFFIXES, relative_to
 

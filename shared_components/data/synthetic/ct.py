@@ -18,7 +18,7 @@ import numpy as np
 from scipy.ndimage import binary_dilation, gaussian_filter
 from tqdm import tqdm
 
-from shared_components.data.phantom_utils import blob, save_nifti, smooth_field, tube, world_grid, write_msd_json
+from shared_components.data.synthetic.shapes import blob, save_nifti, smooth_field, tube, world_grid, write_msd_json
 
 FOV_MM = (360.0, 280.0, 180.0)  # left-right, anterior-posterior, cranio-caudal
 ORGANS = ("liver", "kidney", "spleen", "pancreas", "liver_tumour")

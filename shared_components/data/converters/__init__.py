@@ -1,0 +1,1 @@
+"""Converters from official dataset layouts to checked, folded datalists; ``base`` holds what they share."""
