@@ -10,41 +10,20 @@ from typing import Any
 
 import yaml
 
-from shared_components.bundle.scaffold import split_standard
+from shared_components.bundle.layout import split_standard
+from shared_components.training import registry
 
 SCHEMA = "https://github.com/Project-MONAI/MONAI-extra-test-data/releases/download/0.8.1/meta_schema_20240725.json"
 AUTHORS = "MONAI segmentation bundles contributors"
 PACKAGES = ("nibabel", "pytorch-ignite", "tensorboard")
 
-LOSSES = {
-    "dice": "Dice (batch Dice over the foreground classes)",
-    "dice_ce": "Dice + cross-entropy (batch Dice over the foreground classes)",
-    "dice_focal": "Dice + focal (gamma 2)",
-    "focal": "focal (gamma 2)",
-    "tversky": "Tversky (alpha 0.3, beta 0.7)",
-    "generalized_dice": "generalised Dice",
-}
-OPTIMIZERS = {
-    "adam": "Adam",
-    "adamw": "AdamW",
-    "sgd": "SGD with Nesterov momentum 0.99",
-    "rmsprop": "RMSprop (momentum 0.9)",
-}
-SCHEDULERS = {
-    "constant": "constant learning rate",
-    "step": "step decay (x0.1 at 1/3 and 2/3 of training)",
-    "plateau": "halved when the validation Dice stalls",
-    "cyclic": "triangular cyclic schedule between lr/10 and lr",
-    "cosine": "cosine schedule with 5% linear warm-up",
-    "poly": "polynomial decay (1 - epoch/max_epochs)^0.9, as nnU-Net",
-}
-AUGMENTATIONS = {
-    "none": "none",
-    "light": "mirroring{flips}, intensity scale/shift (p 0.5)",
-    "default": "mirroring{flips}, intensity scale/shift (p 0.5), small rotations/scaling (p 0.2), Gaussian noise (p 0.15)",
-    "strong": "mirroring{flips}, intensity scale/shift (p 0.5), rotations up to 30 degrees and scaling +-25% (p 0.3), "
-    "Gaussian noise (p 0.15), blur (p 0.2), gamma (p 0.3)",
-}
+
+def _description(kind: str, name: str, unknown: str | None = None) -> str:
+    """The registry's one-line description of preset ``name`` of ``kind`` (``unknown``, else the name, if none)."""
+    try:
+        return registry.get(kind, name).description
+    except ValueError:
+        return str(name) if unknown is None else unknown
 
 
 def _version(package: str) -> str:
@@ -133,7 +112,8 @@ def describe_sampling(patch: list[int], aug: dict[str, Any]) -> str:
 def describe_augmentation(aug: dict[str, Any]) -> str:
     flips = aug.get("flip_axes")
     axes = "" if flips is None else f" along axes {', '.join(str(a) for a in flips)}" if flips else " (none)"
-    return AUGMENTATIONS.get(aug.get("augmentation", "default"), "see augmentation_args").format(flips=axes)
+    text = _description("augmentation", aug.get("augmentation", "default"), "see augmentation_args")
+    return text.replace("mirroring", f"mirroring{axes}", 1)
 
 
 class ModelCard:
@@ -235,7 +215,7 @@ class ModelCard:
 
     # ---- docs/README.md
     def loss_text(self) -> str:
-        text = LOSSES.get(self.config["loss_name"], self.config["loss_name"])
+        text = _description("loss", self.config["loss_name"])
         if self.multilabel:  # sigmoid regions: Dice over every region channel, binary cross-entropy
             text = text.replace("cross-entropy", "binary cross-entropy").replace("over the foreground classes", "")
             text = text.replace(" (batch Dice )", " (batch Dice)") + ", on each sigmoid region channel"
@@ -312,7 +292,7 @@ Make the datalist (fixed, seeded folds; paths relative to the dataset folder):
 | sampling | {describe_sampling(c["patch_size"], aug)} |
 | augmentation | {describe_augmentation(aug)} |
 | loss | {self.loss_text()} |
-| optimiser | {OPTIMIZERS.get(c["optimizer_name"], c["optimizer_name"])}, lr {c["learning_rate"]}, weight decay {c["weight_decay"]}, batch {c["batch_size"]}; {SCHEDULERS.get(c["scheduler_name"], c["scheduler_name"])} |
+| optimiser | {_description("optimizer", c["optimizer_name"])}, lr {c["learning_rate"]}, weight decay {c["weight_decay"]}, batch {c["batch_size"]}; {_description("scheduler", c["scheduler_name"])} |
 | length | {c["max_epochs"]} epochs, validation (whole images, sliding window) every {c["val_interval"]} epochs; best validation checkpoint kept |
 | hardware | {hardware} |
 

@@ -1,37 +1,69 @@
-"""Create bundles from a dataset spec and a model spec, and keep their shared parts in sync with the template.
+"""Create bundles from a dataset spec and a model spec, and keep every bundle equal to what the specs and the
+template generate.
 
-A bundle's only hand-owned config is the header of ``configs/train.yaml`` (what is specific to its dataset and
-model), plus ``metadata.json`` and ``docs/``. Everything else is derived:
+The configs of a bundle ``<dataset>_<model>/`` are derived, never hand-edited:
 
-* ``train.yaml`` below the marker line is the template's standard workflow;
+* the header of ``configs/train.yaml`` (above the marker line) is :func:`train_header` of the two specs in
+  ``specs/{datasets,models}/``;
+* ``train.yaml`` below the marker is the template's standard workflow;
 * ``inference.yaml`` is the header keys inference needs, followed by the template's inference workflow;
 * ``evaluate.yaml``, ``multi_gpu_*.yaml``, ``logging.conf`` and ``LICENSE`` are copies of the template.
 
-``sync`` rewrites the derived parts; ``check`` lists the files that drifted (a test keeps them in sync).
+``metadata.json`` and ``docs/`` are written by :func:`create` and hand-owned afterwards (they hold measured results).
+
+A deliberate difference of one bundle is declared in its *dataset* spec (so model specs stay dataset-agnostic),
+keyed by model name; ``config`` is merged last, over the dataset and model values (the patch is still fitted to the
+model), and the required ``reason`` is written into the header as a comment::
+
+    bundles:
+      unet:
+        reason: trained on fold 1 to compare with the published fold-1 result
+        config:
+          fold: 1
+
+A folder whose name is not a known ``<dataset>_<model>`` pair (a bundle of one's own) keeps the header it has: for
+it only the parts below the header are derived. ``sync`` rewrites what drifted; ``check`` lists it (CI runs
+``scripts/new_bundle.py check``).
 """
 
 from __future__ import annotations
 
 import json
 import re
+import textwrap
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from shared_components.paths import PACKAGE_DIR, REPO_ROOT
+from shared_components.bundle import model_card
+from shared_components.bundle.layout import BUNDLES_DIR, COPIED, MARKER, SPECS_DIR, TEMPLATE_DIR, split_standard
+from shared_components.paths import REPO_ROOT
 
-TEMPLATE_DIR = PACKAGE_DIR / "bundle" / "template"
-SPECS_DIR = PACKAGE_DIR / "bundle" / "specs"
-BUNDLES_DIR = REPO_ROOT / "bundles"
-MARKER = "# ---- standard "
-COPIED = (
-    "configs/evaluate.yaml",
-    "configs/multi_gpu_train.yaml",
-    "configs/multi_gpu_evaluate.yaml",
-    "configs/logging.conf",
-    "LICENSE",
-)
+__all__ = [
+    "BUNDLES_DIR",
+    "COPIED",
+    "INFERENCE_KEYS",
+    "MARKER",
+    "REPO_ROOT",
+    "SPECS_DIR",
+    "TEMPLATE_DIR",
+    "all_bundles",
+    "bundle_pair",
+    "check",
+    "create",
+    "expected_files",
+    "fit_patch",
+    "header_config",
+    "inference_header",
+    "load_spec",
+    "pair_specs",
+    "spec_names",
+    "split_standard",
+    "sync",
+    "train_header",
+]
+
 # top-level ids the inference workflow reads; ids they reference (e.g. ``@num_classes``) are added automatically
 INFERENCE_KEYS = (
     "imports",
@@ -49,14 +81,6 @@ INFERENCE_KEYS = (
     "network_def",
 )
 REF = re.compile(r"@([A-Za-z_]\w*)")
-
-
-def split_standard(text: str, path: str = "train.yaml") -> tuple[str, str]:
-    """Split a config into its bundle-specific header and the standard part starting at the marker line."""
-    i = text.find("\n" + MARKER)
-    if i < 0:
-        raise ValueError(f"{path} has no '{MARKER}...' marker line separating the bundle header from the template.")
-    return text[: i + 1], text[i + 1 :]
 
 
 def _template(rel: str) -> str:
@@ -94,38 +118,53 @@ def inference_header(header: str) -> str:
     return intro + _dump(selected)
 
 
-def expected_files(bundle_dir: Path) -> dict[str, str]:
-    """Derived files of a bundle and the content they must have."""
-    train = (bundle_dir / "configs" / "train.yaml").read_text()
-    header, _ = split_standard(train, str(bundle_dir / "configs" / "train.yaml"))
+def bundle_pair(bundle_dir: str | Path) -> tuple[str, str] | None:
+    """The ``(dataset, model)`` specs a bundle folder is named after, or None for a folder of one's own."""
+    name = Path(bundle_dir).name
+    pairs = [(d, m) for d in spec_names("dataset") for m in spec_names("model") if f"{d}_{m}" == name]
+    if len(pairs) > 1:
+        raise ValueError(f"Bundle name {name!r} is ambiguous: it splits into dataset/model as {pairs}.")
+    return pairs[0] if pairs else None
+
+
+def expected_files(bundle_dir: str | Path) -> dict[str, str]:
+    """Every derived file of a bundle and the content it must have (the train.yaml header from the specs when the
+    folder is named after a dataset/model pair, else the header the file has)."""
+    bundle_dir = Path(bundle_dir)
+    pair = bundle_pair(bundle_dir)
+    if pair:
+        header = train_header(*pair)
+    else:
+        train = bundle_dir / "configs" / "train.yaml"
+        header, _ = split_standard(train.read_text(), str(train))
     files = {rel: _template(rel) for rel in COPIED}
     files["configs/train.yaml"] = header + _template("configs/train.yaml")
     files["configs/inference.yaml"] = inference_header(header) + _template("configs/inference.yaml")
     return files
 
 
-def check(bundle_dir: str | Path) -> list[str]:
-    """Derived files of ``bundle_dir`` that differ from what ``sync`` would write."""
+def _reconcile(bundle_dir: str | Path, write: bool) -> list[str]:
+    """The derived files of ``bundle_dir`` that differ from :func:`expected_files`, rewritten when ``write``."""
     bundle_dir = Path(bundle_dir)
-    out = []
+    drifted = []
     for rel, text in expected_files(bundle_dir).items():
         path = bundle_dir / rel
         if not path.is_file() or path.read_text() != text:
-            out.append(str(path))
-    return out
+            if write:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_text(text)
+            drifted.append(str(path))
+    return drifted
+
+
+def check(bundle_dir: str | Path) -> list[str]:
+    """Derived files of ``bundle_dir`` that differ from what ``sync`` would write."""
+    return _reconcile(bundle_dir, write=False)
 
 
 def sync(bundle_dir: str | Path) -> list[str]:
     """Rewrite the derived files of ``bundle_dir``; returns the files that changed."""
-    bundle_dir = Path(bundle_dir)
-    changed = []
-    for rel, text in expected_files(bundle_dir).items():
-        path = bundle_dir / rel
-        if not path.is_file() or path.read_text() != text:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(text)
-            changed.append(str(path))
-    return changed
+    return _reconcile(bundle_dir, write=True)
 
 
 def all_bundles(root: str | Path = BUNDLES_DIR) -> list[Path]:
@@ -143,24 +182,53 @@ def _merge(base: Any, over: Any) -> Any:
     return over
 
 
+def _bundle_overrides(spec: dict[str, Any], path: Path) -> dict[str, dict[str, Any]]:
+    """The validated ``bundles:`` section of a dataset spec: ``{model: {"config": {...}, "reason": str}}``."""
+    section = spec.get("bundles") or {}
+    if not isinstance(section, dict):
+        raise ValueError(f"{path}: 'bundles' must map model names to {{reason, config}}.")
+    models = spec_names("model")
+    for model, entry in section.items():
+        where = f"{path}: bundles.{model}"
+        if model not in models:
+            raise ValueError(f"{where}: no model spec {model!r}; known models: {', '.join(models)}.")
+        if not isinstance(entry, dict) or set(entry) - {"config", "reason"}:
+            raise ValueError(f"{where} must hold only 'config' (the overrides) and 'reason'.")
+        if not isinstance(entry.get("config"), dict) or not entry["config"]:
+            raise ValueError(f"{where}.config must be a non-empty mapping of header values.")
+        reason = entry.get("reason")
+        if not isinstance(reason, str) or not reason.strip():
+            raise ValueError(
+                f"{where} overrides {', '.join(entry['config'])} without a reason: add 'reason: <why this bundle "
+                "differs>' (it is written into the bundle's train.yaml header)."
+            )
+    return section
+
+
 def load_spec(kind: str, name: str, size: str | None = None) -> dict[str, Any]:
-    """A dataset or model spec: ``config`` (header values), ``info`` (text for metadata and docs) and, for models,
-    ``patch_multiple`` (what every patch axis must be divisible by). ``size='small'`` merges a model spec's
+    """A dataset or model spec: ``config`` (header values), ``info`` (text for metadata and docs), ``comments``
+    (end-of-line comments for header keys) and, for models, ``patch_multiple`` (what every patch axis must be
+    divisible by), for datasets ``bundles`` (per-bundle overrides). ``size='small'`` merges a model spec's
     ``small`` section (the CPU-sized variant) over the rest."""
     path = SPECS_DIR / f"{kind}s" / f"{name}.yaml"
     if not path.is_file():
         known = ", ".join(spec_names(kind))
         raise ValueError(f"Unknown {kind} {name!r}; known {kind}s: {known}. Add {path} to define it.")
     spec = yaml.safe_load(path.read_text()) or {}
+    if kind == "model" and "bundles" in spec:
+        raise ValueError(f"{path}: per-bundle overrides ('bundles:') belong in the dataset spec, keyed by model name.")
     if size and size in spec:
         spec = _merge(spec, spec[size])
-    return {
+    out = {
         "name": name,
         "config": spec.get("config", {}),
         "info": spec.get("info", {}),
         "comments": spec.get("comments", {}),
         "patch_multiple": int(spec.get("patch_multiple", 1)),
     }
+    if kind == "dataset":
+        out["bundles"] = _bundle_overrides(spec, path)
+    return out
 
 
 def spec_names(kind: str) -> list[str]:
@@ -181,9 +249,12 @@ def fit_patch(patch_size: list[int], multiple: int) -> list[int]:
 
 def header_config(dataset: str, model: str) -> dict[str, Any]:
     """The header values of a dataset/model pair: dataset values, then the model's merged over them (the model
-    wins; nested dictionaries such as ``augmentation_args`` merge), with the patch fitted to the model."""
+    wins; nested dictionaries such as ``augmentation_args`` merge), then the pair's declared ``bundles`` override,
+    with the patch fitted to the model."""
     ds, md = pair_specs(dataset, model)
     config = _merge(ds["config"], md["config"])
+    if model in ds["bundles"]:
+        config = _merge(config, ds["bundles"][model]["config"])
     if "patch_size" in config:
         config["patch_size"] = fit_patch(config["patch_size"], md["patch_multiple"])
     return config
@@ -201,6 +272,13 @@ def train_header(dataset: str, model: str) -> str:
     data = {k: v for k, v in config.items() if k in ds["config"]}  # dataset order, model values merged in
     model_part = {k: v for k, v in config.items() if k not in data}
     title = f"# {dataset}_{model}: {md['info'].get('title', model)} for {ds['info'].get('title', dataset)}.\n"
+    override = ds["bundles"].get(model)
+    if override:
+        note = (
+            f"Overrides {', '.join(override['config'])} (bundles.{model} of specs/datasets/{dataset}.yaml): "
+            + " ".join(override["reason"].split())
+        )
+        title += "".join(f"# {line}\n" for line in textwrap.wrap(note, 118))
     text = title + _dump(base) + "# data\n" + _dump(data) + "# model and optimisation\n" + _dump(model_part)
     comments = {**ds["comments"], **md["comments"]}
     lines = [
@@ -213,14 +291,13 @@ def train_header(dataset: str, model: str) -> str:
 
 
 def create(dataset: str, model: str, root: str | Path = BUNDLES_DIR, overwrite: bool = False) -> Path:
-    """A new bundle ``<root>/<dataset>_<model>/`` from the two specs: the train.yaml header, the derived configs
-    (:func:`sync`), ``metadata.json``, ``docs/README.md``, ``docs/data_license.txt`` and an empty ``models/``.
+    """A new bundle ``<root>/<dataset>_<model>/`` from the two specs: the derived configs (:func:`sync`, header
+    included), ``metadata.json``, ``docs/README.md``, ``docs/data_license.txt`` and an empty ``models/``.
 
-    ``overwrite`` regenerates the hand-owned files of an existing bundle from the specs; a bundle with trained
-    weights (``models/model.pt``) is never overwritten, since its docs and metadata hold measured results.
+    ``overwrite`` regenerates the hand-owned files (metadata and docs) of an existing bundle from the specs; a
+    bundle with trained weights (``models/model.pt``) is never overwritten, since its docs and metadata hold
+    measured results.
     """
-    from shared_components.bundle import model_card
-
     ds, md = pair_specs(dataset, model)
     bundle = Path(root) / f"{dataset}_{model}"
     if (bundle / "configs" / "train.yaml").exists():
@@ -228,12 +305,10 @@ def create(dataset: str, model: str, root: str | Path = BUNDLES_DIR, overwrite: 
             raise FileExistsError(f"{bundle} already exists; pass overwrite=True to regenerate it from the specs.")
         if (bundle / "models" / "model.pt").exists():
             raise FileExistsError(f"{bundle} has trained weights (models/model.pt); edit its files by hand instead.")
-    header = train_header(dataset, model)
     (bundle / "configs").mkdir(parents=True, exist_ok=True)
     (bundle / "docs").mkdir(exist_ok=True)
     (bundle / "models").mkdir(exist_ok=True)
     (bundle / "models" / ".gitkeep").touch()
-    (bundle / "configs" / "train.yaml").write_text(header + _template("configs/train.yaml"))
     sync(bundle)
     card = model_card.ModelCard(bundle, ds, md)
     (bundle / "configs" / "metadata.json").write_text(json.dumps(card.metadata(), indent=4) + "\n")
