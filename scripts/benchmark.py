@@ -5,7 +5,8 @@ python scripts/benchmark.py report results/hippocampus_mri      # rewrite leader
 """
 
 from shared_components.cli import run
-from shared_components.experiments.benchmark import make_report, run_benchmark
+from shared_components.experiments.benchmark import run_benchmark
+from shared_components.experiments.leaderboard import make_report
 
 if __name__ == "__main__":
     run({"run": run_benchmark, "report": make_report})

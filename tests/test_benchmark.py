@@ -12,7 +12,8 @@ from scipy import stats
 
 from shared_components.data.converters.msd import msd_datalist
 from shared_components.evaluation.report import with_case_means
-from shared_components.experiments.benchmark import dataset_name, make_report, run_benchmark
+from shared_components.experiments.benchmark import dataset_name, run_benchmark
+from shared_components.experiments.leaderboard import make_report
 from shared_components.experiments.runs import resolve_bundles
 from tests.conftest import HIPPO
 

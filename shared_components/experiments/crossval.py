@@ -15,6 +15,7 @@ from tqdm import tqdm
 from shared_components.bundle.runner import INFER, run_bundle
 from shared_components.data.datalist import load_datalist
 from shared_components.data.datasets import inference_items
+from shared_components.evaluation.formatting import fmt_num, is_number
 from shared_components.evaluation.report import (
     MEAN_CLASS,
     PER_CASE,
@@ -174,23 +175,15 @@ def _markdown(table: pd.DataFrame, summary: pd.DataFrame | None, name: str, fold
         cells = [
             r["fold"],
             r.get("status", ""),
-            _fmt(r.get("cases"), 0),
-            _fmt(r.get("epochs"), 0),
-            _fmt(r["train_seconds"] / 60 if _num(r.get("train_seconds")) else None, 1),
+            fmt_num(r.get("cases"), 0),
+            fmt_num(r.get("epochs"), 0),
+            fmt_num(r["train_seconds"] / 60 if is_number(r.get("train_seconds")) else None, 1),
         ]
-        cells += [_fmt(r.get(c), 3) for c in cols]
+        cells += [fmt_num(r.get(c), 3) for c in cols]
         lines.append("| " + " | ".join(str(c) for c in cells) + " |")
     if summary is not None:
         lines += ["", "## Pooled over all folds (mean [95% bootstrap CI] over cases)", "", summary_markdown(summary)]
     return "\n".join(lines) + "\n"
-
-
-def _num(v: Any) -> bool:
-    return isinstance(v, int | float) and v == v
-
-
-def _fmt(v: Any, digits: int) -> str:
-    return f"{v:.{digits}f}" if _num(v) else "-"
 
 
 def ensemble_inference(

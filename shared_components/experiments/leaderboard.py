@@ -1,0 +1,305 @@
+"""The leaderboard of a benchmark (``<out>/<dataset>/``, see :mod:`.benchmark`): the runs' records and per-case
+metrics collected per model, mean [CI] of every metric, rank and paired tests against the best model, costs, plots
+and overlays of the best model's cases, written as ``leaderboard.md``/``.csv`` and the pooled ``metrics_per_case.csv``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from shared_components.evaluation.formatting import fmt_ci, fmt_num, fmt_p, is_number
+from shared_components.evaluation.metrics import METRICS
+from shared_components.evaluation.report import (
+    CASES,
+    MEAN_CLASS,
+    PER_CASE,
+    read_per_case,
+    summarize_cases,
+    with_case_means,
+    write_csv,
+    write_text_atomic,
+)
+from shared_components.evaluation.statistics import compare_to_best
+from shared_components.experiments.benchmark import SETTINGS, command, run_path
+from shared_components.experiments.runs import read_run
+
+LEADERBOARD_MD = "leaderboard.md"
+LEADERBOARD_CSV = "leaderboard.csv"
+
+
+def model_name(bundle: str, dataset: str) -> str:
+    """``hippocampus_mri_attention_unet`` -> ``attention_unet``."""
+    return bundle[len(dataset) + 1 :] if bundle.startswith(dataset + "_") else bundle
+
+
+def collect(results: Path) -> tuple[dict[str, Any], pd.DataFrame, pd.DataFrame]:
+    """Settings, the per-model run table (one row per bundle) and the pooled per-case metrics (with ``model``)."""
+    results = Path(results)
+    path = results / SETTINGS
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"No benchmark in {results} ({SETTINGS} missing): run `scripts/benchmark.py run` first."
+        )
+    settings = json.loads(path.read_text())
+    dataset = settings["name"]
+    rows, frames = [], []
+    for bundle in settings["bundles"]:
+        model = model_name(bundle, dataset)
+        recs = [read_run(run_path(results, bundle, f)) for f in settings["folds"]]
+        done = [(f, r) for f, r in zip(settings["folds"], recs, strict=True) if r.get("status") == "done"]
+        for f, _ in done:
+            df = read_per_case(run_path(results, bundle, f) / "eval" / PER_CASE)
+            frames.append(df.assign(model=model, bundle=bundle))
+        failed = [
+            f"fold {f}: {r.get('failed_stage', 'not run')}"
+            for f, r in zip(settings["folds"], recs, strict=True)
+            if r.get("status") != "done"
+        ]
+        rows.append(
+            {
+                "model": model,
+                "bundle": bundle,
+                "status": "done" if not failed else ("failed" if not done else f"partial ({len(done)}/{len(recs)})"),
+                "failed": "; ".join(failed),
+                "parameters": next((r.get("parameters") for r in recs if r.get("parameters")), None),
+                **_costs([r for _, r in done]),
+            }
+        )
+    per_case = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["model", "bundle"])
+    return settings, pd.DataFrame(rows), per_case
+
+
+def _costs(recs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    def values(key: str) -> list[float]:
+        return [float(r[key]) for r in recs if isinstance(r.get(key), int | float)]
+
+    def mean(key: str) -> float | None:
+        v = values(key)
+        return sum(v) / len(v) if v else None
+
+    spe = sorted(values("seconds_per_epoch"))
+    ram = values("train_peak_ram_mb") + values("eval_peak_ram_mb")
+    vram = values("train_peak_vram_mb") + values("eval_peak_vram_mb")
+    train_s = mean("train_seconds")
+    return {
+        "folds_done": len(recs),
+        "epochs": mean("epochs"),
+        "seconds_per_epoch": spe[len(spe) // 2] if spe else None,
+        "train_minutes": train_s / 60 if train_s is not None else None,
+        "inference_seconds_per_volume": mean("inference_seconds_per_case"),
+        "peak_ram_gb": max(ram) / 1024 if ram else None,
+        "peak_vram_gb": max(vram) / 1024 if vram else None,
+    }
+
+
+def leaderboard(runs: pd.DataFrame, per_case: pd.DataFrame, metric: str = "dice") -> pd.DataFrame:
+    """One row per model: mean [CI] of every metric per class and of the per-case class mean, rank by the class
+    mean of ``metric``, and a paired Wilcoxon signed-rank test of that per-case value against the best model
+    (Holm-corrected over the models compared)."""
+    rows = []
+    for r in runs.to_dict("records"):
+        cases = per_case[per_case["model"] == r["model"]] if len(per_case) else per_case
+        row = dict(r)
+        if len(cases):
+            summary = summarize_cases(cases.drop(columns=["model", "bundle"]))
+            summary = summary[summary["group"] == "all"]
+            row["cases"] = int(cases[["case", "fold"]].drop_duplicates().shape[0])
+            for s in summary.to_dict("records"):
+                key = f"{s['metric']}_{s['class']}"
+                row.update({key: s["mean"], f"{key}_ci_low": s["ci_low"], f"{key}_ci_high": s["ci_high"]})
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    key = f"{metric}_{MEAN_CLASS}"
+    if key not in table or table[key].isna().all():
+        table["rank"] = None
+        return table
+    higher = metric in ("dice", "nsd")
+    table = table.sort_values(key, ascending=not higher, na_position="last", kind="stable").reset_index(drop=True)
+    table["rank"] = [i + 1 if v == v else None for i, v in enumerate(table[key])]
+    best = table.loc[0, "model"]
+    paired = {}
+    for model, cases in per_case.groupby("model", sort=False):
+        m = with_case_means(cases.drop(columns=["model", "bundle"]))
+        m = m[(m["class"] == MEAN_CLASS) & (m["metric"] == metric)]
+        paired[model] = dict(zip(m["fold"] + "/" + m["case"], m["value"], strict=True))
+    stats = compare_to_best({m: paired[m] for m in table["model"] if m in paired}, best)
+    table["p_wilcoxon"] = [stats.get(m, {}).get("p") for m in table["model"]]
+    table["p_holm"] = [stats.get(m, {}).get("p_holm") for m in table["model"]]
+    table["n_pairs"] = [stats.get(m, {}).get("n_pairs") for m in table["model"]]
+    return table[["rank", *[c for c in table.columns if c != "rank"]]]
+
+
+def make_report(results: str | Path, overlays: int = 3) -> Path:
+    """Write ``leaderboard.md``/``.csv``, the pooled ``metrics_per_case.csv`` (with ``model``) and ``plots/`` from
+    the runs in ``results`` (``<out>/<dataset>``)."""
+    from shared_components.evaluation import plots
+
+    results = Path(results).resolve()
+    settings, runs, per_case = collect(results)
+    table = leaderboard(runs, per_case)
+    write_csv(results / LEADERBOARD_CSV, table)
+    if len(per_case):
+        cols = ["model", "bundle", "case", "fold", "centre", "class", "metric", "value"]
+        write_csv(results / PER_CASE, per_case[cols])
+    figures: dict[str, Path] = {}
+    ok = table[table["status"] != "failed"]
+    if len(per_case):
+        figures["per-case Dice"] = plots.case_boxplot_png(
+            per_case, results / "plots" / "dice_boxplot.png", "dice", list(ok["model"])
+        )
+        figures["Dice vs cost"] = plots.cost_scatter_png(ok, results / "plots" / "dice_vs_cost.png")
+    histories = {}
+    for r in ok.to_dict("records"):
+        for f in settings["folds"]:
+            h = run_path(results, r["bundle"], f) / "logs" / "history.csv"
+            if h.is_file():
+                histories[r["model"] if len(settings["folds"]) == 1 else f"{r['model']} f{f}"] = h
+    if histories:
+        figures["learning curves"] = plots.learning_curves_png(histories, results / "plots" / "learning_curves.png")
+    figures.update(_overlays(results, settings, table, overlays))
+    text = _markdown(settings, table, figures, results)
+    write_text_atomic(results / LEADERBOARD_MD, text)
+    return results / LEADERBOARD_MD
+
+
+def _overlays(results: Path, settings: Mapping[str, Any], table: pd.DataFrame, n: int) -> dict[str, Path]:
+    """Image / reference / prediction slices of the best model's worst, median and best cases."""
+    from shared_components.evaluation.plots import overlay_png
+
+    if n <= 0 or table.empty or table.loc[0, "rank"] is None:
+        return {}
+    best = table.loc[0]
+    cases = []
+    for f in settings["folds"]:
+        d = run_path(results, best["bundle"], f) / "eval"
+        if (d / CASES).is_file() and (d / PER_CASE).is_file():
+            c = pd.read_csv(d / CASES, dtype={"case": str, "fold": str}).fillna("")
+            m = with_case_means(read_per_case(d / PER_CASE))
+            dice = m[(m["class"] == MEAN_CLASS) & (m["metric"] == "dice")].set_index("case")["value"]
+            cases.append(c.assign(dice=c["case"].map(dice)))
+    if not cases:
+        return {}
+    c = pd.concat(cases).dropna(subset=["dice"]).sort_values("dice").reset_index(drop=True)
+    c = c[c["prediction"].astype(bool)]
+    if c.empty:
+        return {}
+    picks = sorted({0, len(c) // 2, len(c) - 1})[:n]
+    out = {}
+    for label, i in zip(("worst", "median", "best"), picks, strict=False):
+        r = c.iloc[i]
+        png = results / "plots" / f"overlay_{label}_{r['case']}.png"
+        title = f"{best['model']}: {r['case']} ({label} case, Dice {r['dice']:.3f})"
+        image = r["image"].split(",")[0] if isinstance(r["image"], str) else r["image"]
+        out[f"{label} case ({r['case']})"] = overlay_png(image, r["prediction"], png, label=r["label"], title=title)
+    return out
+
+
+def _markdown(settings: Mapping[str, Any], table: pd.DataFrame, figures: Mapping[str, Path], results: Path) -> str:
+    classes = [
+        c[len("dice_") :]
+        for c in table.columns
+        if c.startswith("dice_") and not c.endswith(("_ci_low", "_ci_high")) and c != f"dice_{MEAN_CLASS}"
+    ]
+    budget = []
+    if settings.get("max_epochs") is not None:
+        budget.append(f"max_epochs {settings['max_epochs']}")
+    if settings.get("time_budget_minutes") is not None:
+        budget.append(f"{settings['time_budget_minutes']:g} min of training")
+    mach = settings.get("machine", {})
+    hw = f"{mach.get('cpu_cores')} CPU cores ({mach.get('torch_threads')} torch threads)"
+    hw += f", GPU {mach['gpu']}" if mach.get("gpu") else ", no GPU"
+    n_cases = int(table["cases"].max()) if "cases" in table and table["cases"].notna().any() else 0
+    lines = [
+        f"# Leaderboard: {settings['name']}",
+        "",
+        f"{len(table)} models, fold(s) {', '.join(map(str, settings['folds']))} ({n_cases} validation cases per model), "
+        f"the same datalist (`{Path(settings['datalist']).name}`), seed {settings['seed']} and budget for every "
+        f"model ({', '.join(budget)} per training run). Machine: {hw}. Runs finished "
+        f"{settings.get('finished', settings.get('started', ''))}.",
+        "",
+        "Reproduce with:",
+        "",
+        "```bash",
+        settings.get("command", command(settings)),
+        f"python scripts/benchmark.py report {_rel(results)}",
+        "```",
+        "",
+        "## Accuracy",
+        "",
+        "Mean over validation cases [95% bootstrap CI]; metrics in each case's original geometry. *p*: two-sided "
+        "Wilcoxon signed-rank test of the per-case Dice (mean over classes) against the best model, paired by case, "
+        "Holm-corrected over the models compared.",
+        "",
+    ]
+    head = ["rank", "model", "Dice (class mean)"] + [f"Dice {c}" for c in classes] + ["p (Holm)"]
+    lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in table.to_dict("records"):
+        cells = [fmt_num(r.get("rank"), 0), f"{r['model']}" + ("" if r["status"] == "done" else f" ({r['status']})")]
+        cells += [_row_ci(r, f"dice_{c}") for c in [MEAN_CLASS, *classes]]
+        cells.append(fmt_p(r.get("p_holm")))
+        lines.append("| " + " | ".join(cells) + " |")
+    surface = [m for m in METRICS if m != "dice"]
+    names = {"hd95": "HD95 mm", "msd": "MSD mm", "nsd": "NSD"}
+    head = ["model"] + [f"{names[m]} {c}" for m in surface for c in [*classes, MEAN_CLASS]]
+    lines += [
+        "",
+        "Surface metrics (HD95, mean surface distance: lower is better; normalised surface Dice at "
+        "the dataset's tolerance: higher is better):",
+        "",
+        "| " + " | ".join(head) + " |",
+        "|" + "---|" * len(head),
+    ]
+    for r in table.to_dict("records"):
+        cells = [r["model"]] + [_row_ci(r, f"{m}_{c}", 2) for m in surface for c in [*classes, MEAN_CLASS]]
+        lines.append("| " + " | ".join(cells) + " |")
+    head = ["model", "parameters (M)", "s / epoch", "epochs", "train min / run", "inference s / volume", "peak RAM GB"]
+    gpu = table.get("peak_vram_gb", pd.Series(dtype=float)).fillna(0).max() > 0
+    head += ["peak VRAM GB"] if gpu else []
+    lines += ["", "## Cost", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in table.to_dict("records"):
+        params = r.get("parameters")
+        cells = [
+            r["model"],
+            fmt_num(params / 1e6 if is_number(params) else None, 2),
+            fmt_num(r.get("seconds_per_epoch"), 1),
+            fmt_num(r.get("epochs"), 0),
+            fmt_num(r.get("train_minutes"), 1),
+            fmt_num(r.get("inference_seconds_per_volume"), 3),
+            fmt_num(r.get("peak_ram_gb"), 2),
+        ]
+        cells += [fmt_num(r.get("peak_vram_gb"), 2)] if gpu else []
+        lines.append("| " + " | ".join(cells) + " |")
+    failed = table[table["failed"].astype(bool)]
+    if len(failed):
+        lines += ["", "## Failed runs", ""]
+        lines += [
+            f"- {r['model']}: {r['failed']} (see `runs/{r['bundle']}/fold_*/run.log`)"
+            for r in failed.to_dict("records")
+        ]
+    if figures:
+        lines += ["", "## Plots", ""]
+        lines += [f"![{k}]({Path(v).relative_to(results).as_posix()})" for k, v in figures.items()]
+    lines += [
+        "",
+        f"Files: `{LEADERBOARD_CSV}` (every number above, with CIs), `{PER_CASE}` (every case, class and "
+        "metric of every model), `runs/<bundle>/fold_<k>/` (logs, history, per-run evaluation, MLflow store "
+        "`runs/mlruns.db`).",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _rel(path: Path) -> str:
+    try:
+        return str(Path(path).relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def _row_ci(r: Mapping[str, Any], key: str, digits: int = 3) -> str:
+    """``key`` of a leaderboard row with its CI (columns ``<key>_ci_low``/``_ci_high``)."""
+    return fmt_ci(r.get(key), r.get(f"{key}_ci_low"), r.get(f"{key}_ci_high"), digits)
