@@ -13,9 +13,11 @@ _SUBMODULES = (
     "experiments",
     "networks",
     "paths",
+    "planning",
     "shipping",
     "training",
     "transforms",
+    "workflow",
 )
 
 

@@ -8,9 +8,11 @@ Heuristics (after nnU-Net, Isensee et al. 2021, simplified):
   spacings instead (but never finer than the other axes).
 - ``patch_size``: the median image shape at ``pixdim`` (after cropping to the non-zero region when that is
   recommended), shrunk 10% at a time along the axis of largest physical extent until it fits ``voxel_budget``
-  voxels (default 128^3), then rounded up per axis to a multiple of 2^(poolings along that axis).
-- ``strides``: the poolings, level by level: an axis is pooled while its feature map stays >= 4 voxels and its
-  spacing is at most twice the finest spacing at that level (for DynUNet-style networks; ``divisible_by`` per axis).
+  voxels (default 128^3), then rounded up per axis to a multiple of 2^(poolings along that axis), as nnU-Net pads
+  its patch (and shrunk by such multiples again if the rounding overshot the budget).
+- ``strides``: the poolings, level by level, by nnU-Net's rule in :mod:`shared_components.planning`, for the
+  recommended ``patch_size`` at ``pixdim``: exactly the strides after the first level of the DynUNet that
+  ``shared_components.networks.nnunet_dynunet`` builds for them (``divisible_by``: their product per axis).
 - ``intensity``: CT (a channel named CT, or intensities reaching air at -1000 HU): clip to the 0.5/99.5 percentiles
   of the foreground (labelled) voxels, then z-score with the foreground mean/std (``ct_zscore``; the ``ct``
   window to [0, 1] is given as an alternative). Other modalities: per-channel z-score, over the non-zero voxels
@@ -36,10 +38,9 @@ import numpy as np
 
 from shared_components.data.datalist import load_datalist, resolve_entry, save_datalist, subject_of
 from shared_components.data.errors import DataValidationError, Problem
+from shared_components.planning import plan_unet
 
 FINGERPRINT_FILE = "fingerprint.json"
-MIN_FEATURE_MAP = 4
-MAX_POOLINGS = 5
 
 
 def _plain(x: Any) -> Any:
@@ -101,18 +102,6 @@ def _target_spacing(spacings: np.ndarray, shapes: np.ndarray) -> np.ndarray:
     return target
 
 
-def _poolings(patch: np.ndarray, spacing: np.ndarray) -> list[list[int]]:
-    size, sp, strides = patch.astype(float), spacing.astype(float), []
-    for _ in range(MAX_POOLINGS):
-        pool = [int(size[i] / 2 >= MIN_FEATURE_MAP and sp[i] <= 2 * sp.min()) for i in range(3)]
-        if not any(pool):
-            break
-        stride = [2 if p else 1 for p in pool]
-        strides.append(stride)
-        size, sp = size / stride, sp * stride
-    return strides
-
-
 def plan(
     spacings: np.ndarray,
     shapes: np.ndarray,
@@ -124,25 +113,27 @@ def plan(
     crop = cropped_shapes is not None and np.median(np.prod(cropped_shapes, 1) / np.prod(shapes, 1)) < 0.75
     use = np.asarray(cropped_shapes, float) if crop else shapes
     target = _target_spacing(spacings, use)
+    pixdim = [round(float(t), 4) for t in target]  # what a bundle config gets, so what the network is planned for
     at_target = use * spacings / target
     median_shape = np.median(at_target, axis=0)
     patch = np.maximum(median_shape, 1.0)
     while np.prod(patch) > voxel_budget:
         axis = int(np.argmax(patch * target))
         patch[axis] = max(patch[axis] * 0.9, 8)
-    strides = _poolings(patch, target)
-    div = np.prod(np.array(strides), axis=0).astype(int) if strides else np.ones(3, int)
-    patch_size = (np.ceil(patch / div) * div).astype(int)
+    first = plan_unet(patch.tolist(), pixdim, exact=False)  # nnU-Net: plan the patch, then pad it to fit the plan
+    div = np.array(first.divisible_by)
+    patch_size = np.array(first.patch_size, int)
     while np.prod(patch_size) > voxel_budget and np.any(patch_size > div):
         axis = int(np.argmax(np.where(patch_size > div, patch_size * target, -1)))
         patch_size[axis] -= div[axis]
+    final = plan_unet(patch_size.tolist(), pixdim)  # re-planned as the network is when built for this patch
     total = float(np.sum(np.prod(at_target, axis=1)))
     batch = int(max(2, min(2 * voxel_budget // np.prod(patch_size), 0.05 * total // np.prod(patch_size))))
     return {
-        "pixdim": [round(float(t), 4) for t in target],
+        "pixdim": pixdim,
         "patch_size": patch_size.tolist(),
-        "strides": strides,
-        "divisible_by": div.tolist(),
+        "strides": final.poolings,
+        "divisible_by": final.divisible_by,
         "batch_size": batch,
         "crop_foreground": bool(crop),
         "median_shape_at_pixdim": [round(float(s), 1) for s in median_shape],

@@ -1,13 +1,9 @@
 """MONAI's ``DynUNet`` configured the way nnU-Net's experiment planner configures its 3D U-Net.
 
-The topology follows from the patch size and the voxel spacing (nnU-Net's rules, Isensee et al. 2021):
-
-* an axis is pooled (stride 2) while its feature map stays at least ``min_feature_size`` voxels after pooling and
-  while its current spacing is less than twice the finest current spacing, so anisotropic data is pooled in-plane
-  first until the spacing is about isotropic;
-* an axis gets a 3-voxel kernel once its current spacing is less than twice the finest one (1 before; once 3,
-  it stays 3), so thick slices are not convolved across at full resolution;
-* features start at ``base_filters`` and double per level up to ``max_filters`` (32 and 320 in nnU-Net).
+The kernel sizes and strides per level follow from the patch size and the voxel spacing by nnU-Net's rule
+(Isensee et al. 2021), stated and implemented once in :mod:`shared_components.planning` (the dataset fingerprint
+recommends its ``strides`` with the same rule); an axis is only pooled while its size is even, so the plan fits the
+patch exactly. Features start at ``base_filters`` and double per level up to ``max_filters`` (32 and 320 in nnU-Net).
 
 Because the plan is computed when the network is built from ``patch_size``, overriding the patch size in a bundle
 re-plans the network. Deep supervision is used in training only: ``DynUNet`` returns ``[B, heads, C, ...]`` in
@@ -21,44 +17,23 @@ from typing import Any
 
 from monai.networks.nets import DynUNet
 
+from shared_components.planning import MAX_LEVELS, MIN_FEATURE_MAP_SIZE, plan_unet
+
 
 def plan_dynunet(
     patch_size: Sequence[int],
     spacing: Sequence[float] | None = None,
-    min_feature_size: int = 4,
-    max_levels: int = 6,
+    min_feature_size: int = MIN_FEATURE_MAP_SIZE,
+    max_levels: int = MAX_LEVELS,
 ) -> tuple[list[list[int]], list[list[int]]]:
-    """Kernel sizes and strides per level for ``patch_size`` at ``spacing`` (default isotropic), nnU-Net style.
+    """Kernel sizes and strides per level for ``patch_size`` at ``spacing`` (default isotropic), nnU-Net style
+    (:func:`shared_components.planning.plan_unet`).
 
     An axis is only pooled while its size is even, so the plan always fits the patch exactly
     (e.g. 40x56x40 at 1 mm: three isotropic poolings to 5x7x5, as nnU-Net plans MSD Task04).
     """
-    size = [int(s) for s in patch_size]
-    dims = len(size)
-    current = [float(s) for s in spacing] if spacing is not None else [1.0] * dims
-    if len(current) != dims:
-        raise ValueError(f"spacing {list(current)} and patch_size {size} have different lengths.")
-    if min(size) < 1 or min(current) <= 0:
-        raise ValueError(f"patch_size {size} and spacing {current} must be positive.")
-
-    def kernel(previous: list[int] | None) -> list[int]:
-        finest = min(current)
-        k = [3 if s / finest < 2 else 1 for s in current]
-        return k if previous is None else [max(a, b) for a, b in zip(k, previous, strict=True)]
-
-    kernels, strides = [kernel(None)], [[1] * dims]
-    while len(strides) < max_levels:
-        candidates = [i for i in range(dims) if size[i] % 2 == 0 and size[i] // 2 >= min_feature_size]
-        if not candidates:
-            break
-        finest = min(current[i] for i in candidates)
-        axes = [i for i in candidates if current[i] / finest < 2]
-        stride = [2 if i in axes else 1 for i in range(dims)]
-        size = [s // st for s, st in zip(size, stride, strict=True)]
-        current = [c * st for c, st in zip(current, stride, strict=True)]
-        strides.append(stride)
-        kernels.append(kernel(kernels[-1]))
-    return kernels, strides
+    plan = plan_unet([int(s) for s in patch_size], spacing, min_feature_size, max_levels)
+    return plan.kernels, plan.strides
 
 
 def nnunet_dynunet(
@@ -70,8 +45,8 @@ def nnunet_dynunet(
     max_filters: int = 320,
     deep_supervision: bool = True,
     deep_supr_num: int = 2,
-    min_feature_size: int = 4,
-    max_levels: int = 6,
+    min_feature_size: int = MIN_FEATURE_MAP_SIZE,
+    max_levels: int = MAX_LEVELS,
     res_block: bool = False,
     **kwargs: Any,
 ) -> DynUNet:
