@@ -38,10 +38,10 @@ from monai.transforms import (
     SpatialPadd,
 )
 
+from shared_components.training.registry import get, names, register
 from shared_components.transforms.labels import LabelToRegionsd, RegionsToLabeld, RemapLabelsd, TakeFirstOutputd
 
 IMAGE, LABEL, PRED = "image", "label", "pred"
-AUGMENTATIONS = ("none", "light", "default", "strong")
 
 
 def intensity_transforms(intensity: str | Mapping[str, Any] | None, key: str = IMAGE) -> list:
@@ -99,36 +99,68 @@ def preprocessing(
     return t
 
 
+# ---- augmentation presets (``augmentation_args#augmentation``): builder(flip_axes, keys) -> random transforms
+def _mirror_and_intensity(flip_axes: Sequence[int] | None, keys: list[str]) -> list:
+    t: list = [RandFlipd(keys, prob=0.5, spatial_axis=a) for a in flip_axes or ()]
+    return t + [RandScaleIntensityd(IMAGE, factors=0.1, prob=0.5), RandShiftIntensityd(IMAGE, offsets=0.1, prob=0.5)]
+
+
+def _affine_and_noise(keys: list[str], rot: float, scale: float, prob: float) -> list:
+    affine = RandAffined(
+        keys,
+        prob=prob,
+        rotate_range=(rot, rot, rot),
+        scale_range=(scale, scale, scale),
+        mode=("bilinear", "nearest")[: len(keys)],
+        padding_mode="zeros",
+    )
+    return [affine, RandGaussianNoised(IMAGE, prob=0.15, std=0.1)]
+
+
+@register("augmentation", "none", description="none", search={})
+def _no_augmentation(flip_axes: Sequence[int] | None, keys: list[str]) -> list:
+    return []
+
+
+@register("augmentation", "light", description="mirroring, intensity scale/shift (p 0.5)", search={})
+def _light(flip_axes: Sequence[int] | None, keys: list[str]) -> list:
+    return _mirror_and_intensity(flip_axes, keys)
+
+
+@register(
+    "augmentation",
+    "default",
+    description="mirroring, intensity scale/shift (p 0.5), small rotations/scaling (p 0.2), Gaussian noise (p 0.15)",
+    search={},
+)
+def _default(flip_axes: Sequence[int] | None, keys: list[str]) -> list:
+    return _mirror_and_intensity(flip_axes, keys) + _affine_and_noise(keys, rot=0.26, scale=0.1, prob=0.2)
+
+
+@register(
+    "augmentation",
+    "strong",
+    description="mirroring, intensity scale/shift (p 0.5), rotations up to 30 degrees and scaling +-25% (p 0.3), "
+    "Gaussian noise (p 0.15), blur (p 0.2), gamma (p 0.3)",
+    search={},
+)
+def _strong(flip_axes: Sequence[int] | None, keys: list[str]) -> list:
+    t = _mirror_and_intensity(flip_axes, keys) + _affine_and_noise(keys, rot=0.52, scale=0.25, prob=0.3)
+    t.append(RandGaussianSmoothd(IMAGE, sigma_x=(0.5, 1.0), sigma_y=(0.5, 1.0), sigma_z=(0.5, 1.0), prob=0.2))
+    t.append(RandAdjustContrastd(IMAGE, gamma=(0.7, 1.5), prob=0.3))
+    return t
+
+
+AUGMENTATIONS = names("augmentation")
+
+
 def augmentations(level: str = "default", flip_axes: Sequence[int] | None = (0, 1, 2), keys=(IMAGE, LABEL)) -> list:
-    """Random augmentations at a named strength, applied to sampled patches.
+    """Random augmentations at a named strength (see :data:`AUGMENTATIONS`), applied to sampled patches.
 
     ``light``: mirroring and intensity scale/shift; ``default`` adds small rotations/scaling and noise;
     ``strong`` (nnU-Net-like) adds larger affine ranges, blur and contrast (gamma) changes.
     """
-    if level not in AUGMENTATIONS:
-        raise ValueError(f"augmentation must be one of {AUGMENTATIONS}, got {level!r}.")
-    keys = list(keys)
-    if level == "none":
-        return []
-    t: list = [RandFlipd(keys, prob=0.5, spatial_axis=a) for a in flip_axes or ()]
-    t += [RandScaleIntensityd(IMAGE, factors=0.1, prob=0.5), RandShiftIntensityd(IMAGE, offsets=0.1, prob=0.5)]
-    if level in ("default", "strong"):
-        rot, scale = (0.26, 0.1) if level == "default" else (0.52, 0.25)
-        t.append(
-            RandAffined(
-                keys,
-                prob=0.2 if level == "default" else 0.3,
-                rotate_range=(rot, rot, rot),
-                scale_range=(scale, scale, scale),
-                mode=("bilinear", "nearest")[: len(keys)],
-                padding_mode="zeros",
-            )
-        )
-        t.append(RandGaussianNoised(IMAGE, prob=0.15, std=0.1))
-    if level == "strong":
-        t.append(RandGaussianSmoothd(IMAGE, sigma_x=(0.5, 1.0), sigma_y=(0.5, 1.0), sigma_z=(0.5, 1.0), prob=0.2))
-        t.append(RandAdjustContrastd(IMAGE, gamma=(0.7, 1.5), prob=0.3))
-    return t
+    return get("augmentation", level).builder(flip_axes, list(keys))
 
 
 def train_transforms(
