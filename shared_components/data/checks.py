@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from shared_components.data.datalist import SECTIONS, load_datalist, resolve_entry, subject_of
+from shared_components.data.datalist import SECTIONS, load_datalist, resolve_entry, resolve_paths, subject_of
 from shared_components.data.errors import DataValidationError, Problem
 from shared_components.data.image_files import ImageHeader, read_array, read_header
 
@@ -280,7 +280,7 @@ def find_problems(
     rules = label_rules(num_classes, preprocessing_args, data.get("labels"))
     cases = [(s, resolve_entry(e, base_dir)) for s in sections for e in data.get(s, []) if isinstance(e, dict)]
     cases += [
-        (s, {"image": _resolve_str(e, base_dir)}) for s in sections for e in data.get(s, []) if isinstance(e, str)
+        (s, {"image": resolve_paths(e, base_dir)}) for s in sections for e in data.get(s, []) if isinstance(e, str)
     ]
 
     def one(item: tuple[str, dict[str, Any]]) -> list[Problem]:
@@ -299,10 +299,6 @@ def find_problems(
             bar.update()
     problems = [p for r in results for p in r] + _leakage(cases)
     return len(cases), problems
-
-
-def _resolve_str(path: str, base_dir: str | None) -> str:
-    return path if base_dir is None or os.path.isabs(path) else os.path.normpath(os.path.join(base_dir, path))
 
 
 def check_datalist(

@@ -13,18 +13,14 @@ from pathlib import Path
 from typing import Any
 
 from shared_components.data.image_files import strip_suffix
+from shared_components.files import write_text_atomic
 
 SECTIONS = ("training", "validation", "test")
 
 
 def save_datalist(datalist: dict[str, Any], path: str | os.PathLike) -> Path:
     """Write ``datalist`` as JSON atomically (a killed run never leaves half a file)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(datalist, indent=4) + "\n")
-    os.replace(tmp, path)
-    return path
+    return write_text_atomic(path, json.dumps(datalist, indent=4) + "\n")
 
 
 def load_datalist(path: str | os.PathLike) -> dict[str, Any]:
@@ -44,13 +40,14 @@ def load_datalist(path: str | os.PathLike) -> dict[str, Any]:
     return data
 
 
-def _resolve(value: Any, base_dir: str | None) -> Any:
+def resolve_paths(value: Any, base_dir: str | None) -> Any:
+    """A path (or list of paths) made absolute against ``base_dir`` (``None``: unchanged); other values unchanged."""
     if base_dir is None:
         return value
     if isinstance(value, str):
         return value if os.path.isabs(value) else os.path.normpath(os.path.join(base_dir, value))
     if isinstance(value, list | tuple):
-        return [_resolve(v, base_dir) for v in value]
+        return [resolve_paths(v, base_dir) for v in value]
     return value
 
 
@@ -59,7 +56,7 @@ def resolve_entry(entry: dict[str, Any], base_dir: str | None, keys: Sequence[st
     out = dict(entry)
     for k in keys:
         if k in out:
-            out[k] = _resolve(out[k], base_dir)
+            out[k] = resolve_paths(out[k], base_dir)
     return out
 
 

@@ -1,9 +1,14 @@
 """Evaluation: per-case metrics, their statistics and reports, cross-validation, the benchmark, and plots."""
 
-from shared_components.evaluation.ensemble import FoldEnsemble
-from shared_components.evaluation.handlers import SegmentationMetrics, class_names
-from shared_components.evaluation.metrics import METRICS, case_metrics, spacing_from_affine
-from shared_components.evaluation.postprocessing import evaluation_postprocessing
+from typing import TYPE_CHECKING
+
+from shared_components.lazy import lazy_exports
+
+if TYPE_CHECKING:  # imported on first use, see shared_components.lazy
+    from shared_components.evaluation.ensemble import FoldEnsemble
+    from shared_components.evaluation.handlers import SegmentationMetrics, class_names
+    from shared_components.evaluation.metrics import METRICS, case_metrics, spacing_from_affine
+    from shared_components.evaluation.postprocessing import evaluation_postprocessing
 
 __all__ = [
     "FoldEnsemble",
@@ -14,3 +19,5 @@ __all__ = [
     "evaluation_postprocessing",
     "spacing_from_affine",
 ]
+
+lazy_exports(__name__)

@@ -11,6 +11,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import nibabel as nib  # noqa: E402
 import numpy as np  # noqa: E402
 
+from shared_components.files import atomic_path  # noqa: E402
+
 
 def _load(path: str | Path) -> np.ndarray:
     img = nib.as_closest_canonical(nib.load(str(path)))
@@ -56,11 +58,7 @@ def overlay_png(
         axes[r][0].text(-0.05, 0.5, view, transform=axes[r][0].transAxes, rotation=90, va="center", ha="right")
     fig.suptitle(title or Path(str(image)).name + f"  ({n_classes} foreground label(s))")
     fig.tight_layout()
-    out_png = Path(out_png)
-    out_png.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out_png, dpi=100)
-    plt.close(fig)
-    return out_png
+    return _save(fig, out_png)
 
 
 def learning_curves_png(histories: dict[str, str | Path], out_png: str | Path, metric: str = "val_mean_dice") -> Path:
@@ -84,21 +82,17 @@ def learning_curves_png(histories: dict[str, str | Path], out_png: str | Path, m
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.tight_layout()
-    out_png = Path(out_png)
-    out_png.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out_png, dpi=100)
-    plt.close(fig)
-    return out_png
+    return _save(fig, out_png)
 
 
 def _save(fig: plt.Figure, out_png: str | Path) -> Path:
-    out_png = Path(out_png)
-    out_png.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_png.with_name(out_png.stem + ".tmp.png")
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    tmp.replace(out_png)
-    return out_png
+    """Save ``fig`` as a PNG atomically and close it."""
+    try:
+        with atomic_path(out_png) as tmp:
+            fig.savefig(tmp, dpi=100, format="png")
+    finally:
+        plt.close(fig)
+    return Path(out_png)
 
 
 def case_boxplot_png(per_case, out_png: str | Path, metric: str = "dice", models: list[str] | None = None) -> Path:

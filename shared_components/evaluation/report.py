@@ -6,15 +6,16 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from shared_components.evaluation.formatting import MISSING, fmt_ci
 from shared_components.evaluation.metrics import METRIC_NAMES, METRICS
 from shared_components.evaluation.statistics import CONFIDENCE, summarize
+from shared_components.files import write_text_atomic
 
 PER_CASE = "metrics_per_case.csv"
 SUMMARY_CSV = "metrics_summary.csv"
@@ -23,16 +24,6 @@ CASES = "cases.csv"
 PER_CASE_COLUMNS = ["case", "fold", "centre", "class", "metric", "value"]
 SUMMARY_COLUMNS = ["group", "class", "metric", "n", "mean", "std", "median", "ci_low", "ci_high"]
 MEAN_CLASS = "mean"  # per case, the mean over the evaluated classes
-
-
-def write_text_atomic(path: str | Path, text: str) -> Path:
-    """Write ``text`` to ``path`` through a temporary file and an atomic rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-    return path
 
 
 def write_csv(
@@ -118,15 +109,6 @@ def summary_dict(summary: pd.DataFrame) -> dict[str, Any]:
     return out
 
 
-def fmt_ci(mean: float, lo: float, hi: float, digits: int = 3) -> str:
-    """``0.881 [0.872, 0.889]`` (or ``-`` for a missing value)."""
-    if mean is None or not math.isfinite(mean):
-        return "-"
-    if lo is None or hi is None or not (math.isfinite(lo) and math.isfinite(hi)):
-        return f"{mean:.{digits}f}"
-    return f"{mean:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]"
-
-
 def summary_markdown(summary: pd.DataFrame, group: str = "all", metrics: Iterable[str] = METRICS) -> str:
     """A Markdown table: one row per class, one column per metric (mean [95% CI]), for one group."""
     sub = summary[summary["group"] == group]
@@ -136,7 +118,7 @@ def summary_markdown(summary: pd.DataFrame, group: str = "all", metrics: Iterabl
     for cls in dict.fromkeys(sub["class"]):
         cells = sub[sub["class"] == cls].set_index("metric")
         n = int(cells["n"].max()) if len(cells) else 0
-        vals = [fmt_ci(*cells.loc[m, ["mean", "ci_low", "ci_high"]]) if m in cells.index else "-" for m in metrics]
+        vals = [fmt_ci(*cells.loc[m, ["mean", "ci_low", "ci_high"]]) if m in cells.index else MISSING for m in metrics]
         lines.append(f"| {cls} | {n} | " + " | ".join(vals) + " |")
     return "\n".join(lines)
 

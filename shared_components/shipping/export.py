@@ -18,10 +18,8 @@ from __future__ import annotations
 
 import importlib.metadata
 import json
-import os
 import re
 import shutil
-import tempfile
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -33,6 +31,7 @@ import yaml
 from monai.bundle import ConfigParser
 
 from shared_components.bundle.scaffold import _dump
+from shared_components.files import atomic_dir, atomic_path
 from shared_components.shipping import isolation, vendor
 
 ZOO_DATA_ROOT = "/workspace/data"
@@ -158,17 +157,8 @@ def export_bundle(
     dest = out_dir / name
     if dest.exists() and not overwrite:
         raise FileExistsError(f"{dest} exists; pass --overwrite to replace it.")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=out_dir))
-    try:
+    with atomic_dir(dest) as tmp:
         result = _build(src, tmp, name, config_format, torchscript, onnx, untrained, data_root)
-        if dest.exists():
-            shutil.rmtree(dest)
-        tmp.chmod(0o755)  # mkdtemp makes it private
-        os.replace(tmp, dest)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     result.path = dest
     if make_zip:
         result.zip = zip_bundle(dest, out_dir / f"{name}_v{result.version}.zip")
@@ -296,10 +286,8 @@ It needs only the packages in `configs/metadata.json`: the collection code it us
 def zip_bundle(bundle: str | Path, zip_path: str | Path) -> Path:
     """Zip a bundle folder as the zoo ships it (``<name>/...`` inside), written atomically."""
     bundle, zip_path = Path(bundle), Path(zip_path)
-    tmp = zip_path.with_suffix(".zip.tmp")
-    with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+    with atomic_path(zip_path) as tmp, zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as zf:
         for path in sorted(bundle.rglob("*")):
             if path.is_file() and not SKIPPED_DIRS.intersection(path.relative_to(bundle).parts):
                 zf.write(path, Path(bundle.name) / path.relative_to(bundle))
-    os.replace(tmp, zip_path)
     return zip_path

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import logging
-import os
 import resource
 import sys
 import time
@@ -16,6 +15,7 @@ from ignite.engine import Engine, Events
 from monai.handlers import LrScheduleHandler
 from torch.optim.lr_scheduler import ReduceLROnPlateau
 
+from shared_components.files import atomic_path
 from shared_components.training.presets import refit_scheduler
 
 logger = logging.getLogger(__name__)
@@ -107,16 +107,13 @@ class EpochHistory:
         logger.info(msg)
 
     def _write(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         fields: list[str] = []
         for r in self.rows:
             fields += [k for k in r if k not in fields]
-        tmp = self.path.with_suffix(".tmp")
-        with open(tmp, "w", newline="") as f:
+        with atomic_path(self.path) as tmp, open(tmp, "w", newline="") as f:
             w = csv.DictWriter(f, fieldnames=fields)
             w.writeheader()
             w.writerows(self.rows)
-        os.replace(tmp, self.path)
 
 
 def _is_scalar(v: Any) -> bool:

@@ -1,13 +1,18 @@
 """Transform chains shared by every bundle: load, reorient, resample, normalise, sample, augment, post-process."""
 
-from shared_components.transforms.chains import (
-    infer_transforms,
-    post_transforms,
-    preprocessing,
-    train_transforms,
-    val_transforms,
-)
-from shared_components.transforms.labels import LabelToRegionsd, RegionsToLabeld, TakeFirstOutputd
+from typing import TYPE_CHECKING
+
+from shared_components.lazy import lazy_exports
+
+if TYPE_CHECKING:  # imported on first use, see shared_components.lazy
+    from shared_components.transforms.chains import (
+        infer_transforms,
+        post_transforms,
+        preprocessing,
+        train_transforms,
+        val_transforms,
+    )
+    from shared_components.transforms.labels import LabelToRegionsd, RegionsToLabeld, TakeFirstOutputd
 
 __all__ = [
     "LabelToRegionsd",
@@ -19,3 +24,5 @@ __all__ = [
     "train_transforms",
     "val_transforms",
 ]
+
+lazy_exports(__name__)
