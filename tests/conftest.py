@@ -1,20 +1,24 @@
-"""Shared fixtures: the real data in ``$SEG_DATA_DIR`` (default ``../shared/data``) and tiny datalists of it."""
+"""Shared fixtures: the real data in ``$SEG_DATA_DIR`` (default ``../shared/data``), tiny datalists of it, and tiny
+data in each dataset's layout (helpers and constants: ``tests/helpers.py``)."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 import torch
 
-from shared_components.bundle.runner import run_bundle
 from shared_components.bundle.scaffold import BUNDLES_DIR
 from shared_components.data.converters.msd import msd_datalist
 from shared_components.paths import DATA_ENV, data_root
 
-HIPPO = "hippocampus_mri_unet"
+# helpers and constants live in tests/helpers.py; HIPPO and run_cli are re-exported here ("as" marks it) only for
+# modules that still import them from conftest (tests/test_benchmark.py)
+from tests.helpers import HIPPO as HIPPO
+from tests.helpers import SmokeData, hippocampus_smoke_data, synthetic_smoke_data
+from tests.helpers import run_cli as run_cli
 
 
 @pytest.fixture(scope="session")
@@ -42,6 +46,22 @@ def tiny_hippo(tmp_path_factory: pytest.TempPathFactory, hippo_dir: Path) -> Pat
     return path
 
 
+@pytest.fixture(scope="session")
+def smoke_data(tmp_path_factory: pytest.TempPathFactory, hippo_dir: Path) -> Callable[[str], SmokeData]:
+    """``smoke_data(dataset)``: tiny data for a dataset (two real cases for hippocampus, two synthetic ones in the
+    official layout otherwise), written once per session (and per xdist worker)."""
+    cache: dict[str, SmokeData] = {}
+
+    def get(dataset: str) -> SmokeData:
+        if dataset not in cache:
+            root = tmp_path_factory.mktemp(f"smoke_{dataset}")
+            hippo = dataset == "hippocampus_mri"
+            cache[dataset] = hippocampus_smoke_data(root, hippo_dir) if hippo else synthetic_smoke_data(dataset, root)
+        return cache[dataset]
+
+    return get
+
+
 @pytest.fixture
 def one_thread() -> Iterator[None]:
     """One intra-op thread per test process, for tests of many small models: the suite runs under ``pytest -n 2`` on
@@ -55,8 +75,3 @@ def one_thread() -> Iterator[None]:
 @pytest.fixture(scope="session")
 def bundles_dir() -> Path:
     return BUNDLES_DIR
-
-
-def run_cli(bundle: str, configs, overrides: dict, log: Path) -> float:
-    """Run a bundle through the stock ``python -m monai.bundle run`` CLI (raises with the log tail on failure)."""
-    return run_bundle(BUNDLES_DIR / bundle, configs, overrides, log_file=log)

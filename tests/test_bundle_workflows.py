@@ -6,7 +6,7 @@ import pytest
 from monai.bundle import ConfigWorkflow
 from monai.bundle.utils import ID_SEP_KEY
 
-from tests.conftest import HIPPO
+from tests.helpers import HIPPO
 
 
 @pytest.mark.parametrize(

@@ -18,7 +18,7 @@ from monai.bundle.workflows import ConfigWorkflow
 from shared_components.bundle import scaffold
 from shared_components.bundle.runner import EVALUATE, TRAIN, output_overrides
 from shared_components.data.converters.msd import msd_datalist
-from tests.conftest import HIPPO, run_cli
+from tests.helpers import HIPPO, run_cli
 
 
 @pytest.fixture(scope="module")

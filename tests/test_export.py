@@ -17,7 +17,7 @@ from shared_components.bundle import scaffold
 from shared_components.paths import REPO_ROOT, shipped_datalist
 from shared_components.shipping import isolation, vendor
 from shared_components.shipping.export import export_bundle, zoo_name
-from tests.conftest import HIPPO
+from tests.helpers import HIPPO
 
 FAMILIES = sorted(p.stem for p in (scaffold.SPECS_DIR / "models").glob("*.yaml"))
 DATASETS = sorted(p.stem for p in (scaffold.SPECS_DIR / "datasets").glob("*.yaml"))

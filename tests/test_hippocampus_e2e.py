@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from shared_components.bundle.runner import EVALUATE, INFER, TRAIN, output_overrides
-from tests.conftest import HIPPO, run_cli
+from tests.helpers import HIPPO, run_cli
 
 pytestmark = pytest.mark.slow
 

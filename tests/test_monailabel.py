@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from shared_components.paths import REPO_ROOT
-from tests.conftest import HIPPO
+from tests.helpers import HIPPO
 
 pytestmark = [pytest.mark.slow, pytest.mark.monailabel]
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from shared_components.bundle.runner import output_overrides
-from tests.conftest import HIPPO
+from tests.helpers import HIPPO
 
 pytestmark = pytest.mark.slow
 

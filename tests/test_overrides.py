@@ -16,9 +16,9 @@ from torch.optim import lr_scheduler
 from shared_components.bundle.runner import TRAIN, run_bundle
 from shared_components.bundle.scaffold import BUNDLES_DIR
 from shared_components.training import LOSSES, OPTIMIZERS, SCHEDULERS
-from tests.test_bundle_matrix import SmokeData, hippocampus_smoke_data, run_workflow, smoke_overrides
+from tests.helpers import HIPPO, SmokeData, hippocampus_smoke_data, run_workflow, smoke_overrides
 
-BUNDLE = BUNDLES_DIR / "hippocampus_mri_unet"
+BUNDLE = BUNDLES_DIR / HIPPO
 LOSS_CLASSES = {
     "dice": losses.DiceLoss,
     "dice_ce": losses.DiceCELoss,

@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from shared_components.bundle.runner import EVALUATE
-from tests.conftest import HIPPO, run_cli
+from tests.helpers import HIPPO, run_cli
 
 pytestmark = pytest.mark.slow
 

@@ -11,7 +11,7 @@ import torch
 from monai.bundle import ConfigParser
 
 from shared_components.paths import schemas_dir
-from tests.conftest import HIPPO
+from tests.helpers import HIPPO
 
 SCHEMAS = sorted(schemas_dir().glob("meta_schema_*.json"))
 

@@ -12,7 +12,7 @@ import torch
 from shared_components.data.converters.msd import msd_datalist
 from shared_components.evaluation.ensemble import FoldEnsemble
 from shared_components.experiments.crossval import cross_validate
-from tests.conftest import HIPPO
+from tests.helpers import HIPPO
 
 
 def test_fold_ensemble_averages_probabilities(tmp_path):
