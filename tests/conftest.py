@@ -13,12 +13,7 @@ import torch
 from shared_components.bundle.scaffold import BUNDLES_DIR
 from shared_components.data.converters.msd import msd_datalist
 from shared_components.paths import DATA_ENV, data_root
-
-# helpers and constants live in tests/helpers.py; HIPPO and run_cli are re-exported here ("as" marks it) only for
-# modules that still import them from conftest (tests/test_benchmark.py)
-from tests.helpers import HIPPO as HIPPO
 from tests.helpers import SmokeData, hippocampus_smoke_data, synthetic_smoke_data
-from tests.helpers import run_cli as run_cli
 
 
 @pytest.fixture(scope="session")

@@ -15,7 +15,7 @@ from shared_components.evaluation.report import with_case_means
 from shared_components.experiments.benchmark import dataset_name, run_benchmark
 from shared_components.experiments.leaderboard import make_report
 from shared_components.experiments.runs import resolve_bundles
-from tests.conftest import HIPPO
+from tests.helpers import HIPPO
 
 pytestmark = pytest.mark.slow
 

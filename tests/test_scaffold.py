@@ -8,10 +8,6 @@ import yaml
 from shared_components.bundle import scaffold
 
 
-def test_bundles_exist():
-    assert scaffold.all_bundles(), "no bundles found"
-
-
 @pytest.mark.parametrize("bundle", scaffold.all_bundles(), ids=lambda p: p.name)
 def test_bundle_in_sync_with_template(bundle):
     assert scaffold.check(bundle) == []
