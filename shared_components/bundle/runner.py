@@ -6,21 +6,23 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 TRAIN = ("configs/train.yaml",)
 EVALUATE = ("configs/train.yaml", "configs/evaluate.yaml")
 INFER = ("configs/inference.yaml",)
-OUTPUT_KEYS = ("ckpt_dir", "log_dir", "output_dir")
+OUTPUT_KEYS = ("run_dir", "ckpt_dir", "log_dir", "output_dir")
 
 
 def output_overrides(run_dir: str | Path) -> dict[str, str]:
-    """Overrides that keep a run's files in ``run_dir``: checkpoints in ``models/``, TensorBoard/history in ``logs/``,
-    evaluation and inference outputs in ``eval/``."""
+    """Overrides that keep a run's files in ``run_dir``: it is the training run folder (``train_state.pt``,
+    ``best_model.pt``, ``config.json``), with the promoted weights in ``models/`` (inside the run folder, so always
+    promoted), TensorBoard/history in ``logs/``, evaluation and inference outputs in ``eval/``."""
     run_dir = Path(run_dir)
-    return dict(zip(OUTPUT_KEYS, (str(run_dir / "models"), str(run_dir / "logs"), str(run_dir / "eval")), strict=True))
+    dirs = (run_dir, run_dir / "models", run_dir / "logs", run_dir / "eval")
+    return dict(zip(OUTPUT_KEYS, map(str, dirs), strict=True))
 
 
 def _cli_value(value: Any) -> str:
@@ -44,27 +46,55 @@ def run_bundle(
     overrides: Mapping[str, Any] | None = None,
     log_file: str | Path | None = None,
     env: Mapping[str, str] | None = None,
+    on_line: Callable[[str], None] | None = None,
 ) -> float:
     """Run a bundle workflow from its folder; returns the wall time in seconds.
 
-    Output goes to ``log_file`` (appended) or to this process's stdout. A failure raises ``RuntimeError`` with the
+    Output goes to ``log_file`` (appended) or to this process's stdout; ``on_line`` (optional) is also called with
+    each output line as it comes (e.g. to show training progress). A failure raises ``RuntimeError`` with the
     command and the end of the log, so the caller can report it and carry on.
     """
     cmd = bundle_command(configs, overrides)
     full_env = {**os.environ, **(env or {})}
     t0 = time.perf_counter()
+    if on_line is not None:
+        full_env.setdefault("PYTHONUNBUFFERED", "1")
     if log_file is None:
-        proc = subprocess.run(cmd, cwd=bundle_dir, env=full_env)
+        if on_line is not None:
+            proc = _streamed(cmd, bundle_dir, full_env, sys.stdout, on_line)
+        else:
+            proc = subprocess.run(cmd, cwd=bundle_dir, env=full_env)
         tail = ""
     else:
         Path(log_file).parent.mkdir(parents=True, exist_ok=True)
         with open(log_file, "a") as log:
             log.write("$ " + " ".join(cmd) + "\n")
             log.flush()
-            proc = subprocess.run(cmd, cwd=bundle_dir, env=full_env, stdout=log, stderr=subprocess.STDOUT)
+            if on_line is not None:
+                proc = _streamed(cmd, bundle_dir, full_env, log, on_line)
+            else:
+                proc = subprocess.run(cmd, cwd=bundle_dir, env=full_env, stdout=log, stderr=subprocess.STDOUT)
         tail = "\n".join(Path(log_file).read_text().splitlines()[-25:])
     if proc.returncode != 0:
         raise RuntimeError(
             f"bundle run failed (exit {proc.returncode}) in {bundle_dir}:\n  {' '.join(cmd)}\n{tail}".rstrip()
         )
     return time.perf_counter() - t0
+
+
+def _streamed(
+    cmd: list[str], cwd: str | Path, env: Mapping[str, str], sink: Any, on_line: Callable[[str], None]
+) -> subprocess.CompletedProcess:
+    """Run ``cmd`` with stdout and stderr copied line by line to ``sink`` and passed to ``on_line``."""
+    with subprocess.Popen(
+        cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1
+    ) as proc:
+        try:
+            for line in proc.stdout:  # type: ignore[union-attr]
+                sink.write(line)
+                sink.flush()
+                on_line(line.rstrip("\n"))
+        except BaseException:
+            proc.kill()
+            raise
+    return subprocess.CompletedProcess(cmd, proc.returncode)

@@ -11,6 +11,7 @@ from monai.data import CacheDataset, Dataset, PersistentDataset
 
 from shared_components.data.datalist import SECTIONS, load_datalist, resolve_entry
 from shared_components.data.image_files import IMAGE_SUFFIXES
+from shared_components.training.seeding import SeededDataset
 
 CACHE_MODES = ("memory", "disk", "none")
 
@@ -22,23 +23,28 @@ def make_dataset(
     cache_dir: str | None = None,
     cache_rate: float = 1.0,
     num_workers: int | None = None,
-) -> Dataset:
+    seed: int | None = None,
+) -> Dataset | SeededDataset:
     """A dataset whose deterministic preprocessing is computed once.
 
     ``memory``: ``CacheDataset`` (small data); ``disk``: ``PersistentDataset`` in ``cache_dir`` (large data, reused
-    across runs and processes); ``none``: plain ``Dataset``.
+    across runs and processes); ``none``: plain ``Dataset``. With a ``seed`` (training data) it is wrapped in a
+    :class:`~shared_components.training.seeding.SeededDataset`: case ``i``'s augmentation in epoch ``e`` comes from
+    ``(seed, e, i)`` alone, so a resumed run, and any ``num_workers``, give the same patches.
     """
     if cache not in CACHE_MODES:
         raise ValueError(f"cache must be one of {CACHE_MODES}, got {cache!r}.")
     data = list(data)
     if cache == "memory":
-        return CacheDataset(data, transform, cache_rate=cache_rate, num_workers=num_workers, progress=False)
-    if cache == "disk":
+        ds = CacheDataset(data, transform, cache_rate=cache_rate, num_workers=num_workers, progress=False)
+    elif cache == "disk":
         if not cache_dir:
             raise ValueError("cache='disk' needs a cache_dir.")
         os.makedirs(cache_dir, exist_ok=True)
-        return PersistentDataset(data, transform, cache_dir=cache_dir)
-    return Dataset(data, transform)
+        ds = PersistentDataset(data, transform, cache_dir=cache_dir)
+    else:
+        ds = Dataset(data, transform)
+    return ds if seed is None else SeededDataset(ds, seed)
 
 
 def inference_items(source: str | Sequence[Any], base_dir: str | None = None) -> list[dict[str, Any]]:

@@ -116,8 +116,9 @@ def train_and_evaluate(
     """Train ``bundle_dir`` on ``fold`` into ``run_dir`` (``models/``, ``logs/``, ``eval/``, ``run.log``) and
     evaluate its best checkpoint; returns (and writes atomically to ``run.json``) the run record.
 
-    Resumable: a finished run is returned as is, a run whose training finished is only evaluated (``force``
-    redoes both). Failures do not raise: the record has ``status: failed`` and the error with the log tail.
+    Resumable: a finished run is returned as is, a run whose training finished is only evaluated, an interrupted
+    training resumes from its last saved epoch (``force`` redoes both from scratch). Failures do not raise: the
+    record has ``status: failed`` and the error with the log tail.
     """
     run_dir = Path(run_dir)
     record = read_run(run_dir)
@@ -127,11 +128,7 @@ def train_and_evaluate(
     trained = record.get("train_seconds") is not None and (run_dir / "models" / "model.pt").is_file()
     if force:
         trained = False
-    common = {
-        **(overrides or {}),
-        "fold": fold,
-        **output_overrides(run_dir),
-    }
+    common = {**(overrides or {}), "fold": fold, **output_overrides(run_dir)}
     record.update(
         {
             "bundle": bundle_dir.name,
@@ -147,10 +144,15 @@ def train_and_evaluate(
     stage = "train"
     try:
         if not trained:
-            if (run_dir / "logs" / "history.csv").is_file():
+            from shared_components.training.checkpoint import run_status  # torch: imported when training
+
+            # an interrupted training (state in run_dir) continues where it stopped; force starts it over
+            flags = {"overwrite": True} if force else {"resume": True} if run_status(run_dir) else {}
+            if not flags.get("resume") and (run_dir / "logs" / "history.csv").is_file():
                 (run_dir / "logs" / "history.csv").unlink()  # a fresh history for a fresh training
             write_json(run_dir / RUN_FILE, record)
-            record["train_seconds"] = run_bundle(bundle_dir, TRAIN, {**common, **(train_overrides or {})}, log)
+            train = {**common, **(train_overrides or {}), **flags}
+            record["train_seconds"] = run_bundle(bundle_dir, TRAIN, train, log)
         stage = "evaluate"
         write_json(run_dir / RUN_FILE, record)
         ev = {**common, "save_predictions": bool(save_predictions)}

@@ -1,16 +1,23 @@
 """Losses, optimizers and LR schedulers by name, and the training handlers every bundle attaches."""
 
-from shared_components.training.handlers import EpochHistory, LrSchedule, TimeBudget
-from shared_components.training.presets import (
-    LOSSES,
-    OPTIMIZERS,
-    SCHEDULERS,
-    build_loss,
-    build_optimizer,
-    build_scheduler,
-    prepare_network,
-    refit_scheduler,
-)
+from typing import TYPE_CHECKING
+
+from shared_components.lazy import lazy_exports
+
+if TYPE_CHECKING:  # imported on first use, see shared_components.lazy
+    from shared_components.training.checkpoint import RunCheckpoint, eval_checkpoint, run_status
+    from shared_components.training.handlers import EpochHistory, LrSchedule, TimeBudget
+    from shared_components.training.presets import (
+        LOSSES,
+        OPTIMIZERS,
+        SCHEDULERS,
+        build_loss,
+        build_optimizer,
+        build_scheduler,
+        prepare_network,
+        refit_scheduler,
+    )
+    from shared_components.training.seeding import SeededDataset, SeededSampler
 
 __all__ = [
     "LOSSES",
@@ -18,10 +25,17 @@ __all__ = [
     "SCHEDULERS",
     "EpochHistory",
     "LrSchedule",
+    "RunCheckpoint",
+    "SeededDataset",
+    "SeededSampler",
     "TimeBudget",
     "build_loss",
     "build_optimizer",
     "build_scheduler",
+    "eval_checkpoint",
     "prepare_network",
     "refit_scheduler",
+    "run_status",
 ]
+
+lazy_exports(__name__)
