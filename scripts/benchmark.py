@@ -4,9 +4,7 @@ python scripts/benchmark.py run --bundles "hippocampus_mri_*" --folds 0 --max_ep
 python scripts/benchmark.py report results/hippocampus_mri      # rewrite leaderboard.md/.csv and plots/
 """
 
-from shared_components.cli import run
-from shared_components.experiments.benchmark import run_benchmark
-from shared_components.experiments.leaderboard import make_report
+from shared_components.cli import script
 
 if __name__ == "__main__":
-    run({"run": run_benchmark, "report": make_report})
+    script("benchmark")

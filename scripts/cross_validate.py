@@ -6,8 +6,7 @@ python scripts/cross_validate.py hippocampus_mri_unet --folds 0,1 --max_epochs 5
     --ensemble_input ../shared/data/Task04_Hippocampus/imagesTs
 """
 
-from shared_components.cli import run
-from shared_components.experiments.crossval import cross_validate
+from shared_components.cli import script
 
 if __name__ == "__main__":
-    run(cross_validate, name="cross_validate")
+    script("cv")

@@ -130,6 +130,13 @@ def synthetic_smoke_data(dataset: str, root: Path) -> SmokeData:
         synthetic_mri.write_amygdala_folders(src, centres=("centre_a", "centre_b"), n_per_centre=1, seed=5)
         datalist = folders.convert_folder(src, src, folds=2, seed=0)
         coarse = {"preprocessing_args#pixdim": [2.0, 2.0, 2.0]}
+    elif dataset == "aneurysm_mra":
+        from shared_components.data.converters import adam
+        from shared_components.data.synthetic import mra as synthetic_mra
+
+        synthetic_mra.write_adam(src, n=2, seed=6, shape=(64, 64, 48))
+        datalist = adam.convert_adam(src, src, folds=2, seed=0)
+        coarse = {"preprocessing_args#pixdim": [0.8, 0.8, 1.2]}
     else:
         raise KeyError(f"no synthetic smoke data for dataset {dataset!r}: add it to tests/helpers.py")
     datalist = Path(datalist)

@@ -94,5 +94,5 @@ def test_gandlf_csv_and_registry(tmp_path):
     assert lines[1].startswith("subject_001,/") and lines[1].endswith(",site_1")
     assert set(S.WRITERS) == {
         "msd_hippocampus", "msd_spleen", "msd_liver", "msd_brain_tumour", "lits", "abdomenct1k", "brats",
-        "amygdala_folders", "gandlf_csv",
+        "amygdala_folders", "gandlf_csv", "adam", "lausanne",
     }  # fmt: skip

@@ -15,11 +15,7 @@ pytestmark = pytest.mark.slow
 
 
 def test_train_evaluate_infer(tmp_path, hippo_dir, tiny_hippo):
-    common = {
-        "dataset_dir": str(hippo_dir),
-        "datalist": str(tiny_hippo),
-        **output_overrides(tmp_path),
-    }
+    common = {"dataset_dir": str(hippo_dir), "datalist": str(tiny_hippo), **output_overrides(tmp_path)}
     log = tmp_path / "run.log"
     run_cli(HIPPO, TRAIN, {**common, "max_epochs": 2, "val_interval": 1, "batch_size": 2}, log)
     assert (tmp_path / "models" / "model.pt").is_file()

@@ -246,5 +246,6 @@ def test_bad_dataset_dir_ends_with_a_short_summary(hippo, tmp_path):
     start = max(i for i, line in enumerate(last) if line.startswith("run failed while evaluating: "))
     tail = last[start:]
     assert len(tail) <= 12 and "check_datalist" in tail[0]
-    assert tail[2].startswith("DataValidationError: 4 problem(s) in datalist")  # image and label of two cases
-    assert tail[-1] == f"  the folder {missing} does not exist: check --dataset_dir / --datalist"
+    assert tail[2].startswith("DataValidationError: 1 problem(s) in datalist")  # one for the 4 files of 2 cases
+    assert tail[-1].startswith(f"  1. [2 case(s)] {missing}: the folder does not exist (4 file(s) of 2 case(s)")
+    assert tail[-1].endswith("-> check --dataset_dir (the folder the datalist's paths are relative to) and --datalist")

@@ -44,11 +44,7 @@ def ddp_datalist(tmp_path_factory, hippo_dir) -> Path:
 
 def test_two_process_gloo_train_and_evaluate(bundles_dir, hippo_dir, ddp_datalist, tmp_path):
     bundle = bundles_dir / HIPPO
-    common = {
-        "dataset_dir": hippo_dir,
-        "datalist": ddp_datalist,
-        **output_overrides(tmp_path),
-    }
+    common = {"dataset_dir": hippo_dir, "datalist": ddp_datalist, **output_overrides(tmp_path)}
     log = tmp_path / "ddp.log"
     train = {**common, "max_epochs": 2, "val_interval": 1, "batch_size": 2}
     _torchrun(bundle, ["configs/train.yaml", "configs/multi_gpu_train.yaml"], train, log)

@@ -108,7 +108,7 @@ def test_names_are_derived_from_the_registry():
     assert LOSSES == registry.names("loss") == ("dice", "dice_ce", "dice_focal", "focal", "tversky", "generalized_dice")
     assert OPTIMIZERS == registry.names("optimizer") == ("adam", "adamw", "sgd", "rmsprop")
     assert SCHEDULERS == registry.names("scheduler") == ("constant", "step", "plateau", "cyclic", "cosine", "poly")
-    assert chains.AUGMENTATIONS == registry.names("augmentation") == ("none", "light", "default", "strong")
+    assert chains.AUGMENTATIONS == registry.names("augmentation") == ("none", "light", "default", "strong", "nnunet")
     assert set(registry.PROVIDERS) == set(registry.CONFIG_KEYS)
 
 

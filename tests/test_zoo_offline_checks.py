@@ -1,7 +1,9 @@
-"""Model Zoo checks, offline: metadata against both schemas, network I/O, TorchScript export."""
+"""Model Zoo checks, offline: metadata against both schemas, network I/O, TorchScript export, the pre-commit file
+rules, and the standalone checks kept in sync with the exporter."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -89,3 +91,62 @@ def test_a_failed_export_is_reported_and_its_file_removed(tmp_path):
     with _kept_if_verified(str(good), info):
         good.write_bytes(b"exported")
     assert good.read_bytes() == b"exported" and info == {"ok": True}
+
+
+def _tree(root: Path, files: dict[str, str | bytes]) -> Path:
+    for rel, content in files.items():
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(content if isinstance(content, bytes) else content.encode())
+    return root
+
+
+def test_precommit_rules_of_the_zoo(tmp_path):
+    """The file rules of the zoo's pre-commit hooks: a clean tree passes, each broken rule is named."""
+    from shared_components.shipping.zoo_offline_checks import precommit_rules
+
+    good = {
+        "configs/metadata.json": json.dumps({"b": 1, "a": [1, 2]}, indent=4) + "\n",  # key order kept
+        "large_files.yml": 'large_files:\n- path: "models/model.pt"\n',
+        "scripts/a.py": '# Vendored from x\n"""Doc."""\n\nX = 1\n',
+        "docs/table.csv": "a,b\r\n1,2\r\n",  # CRLF throughout is not mixed
+        "models/model.pt": b"\x00\x01 \n",
+    }
+    assert "docstring first" in precommit_rules(str(_tree(tmp_path / "good", good)))
+    bad = {
+        "configs/metadata.json": json.dumps({"a": 1}) + "\n",
+        "docs/README.md": "text \n",
+        "docs/notes.md": "no newline",
+        "docs/mixed.txt": "a\r\nb\n",
+        "large_files.yml": "large_files: [\n",
+        "scripts/b.py": 'X = 1\n"""Late docstring."""\n',
+        "run.sh": "echo hi\n",
+    }
+    root = _tree(tmp_path / "bad", bad)
+    (root / "run.sh").chmod(0o755)
+    with pytest.raises(ValueError) as e:
+        precommit_rules(str(root))
+    for rel in bad:
+        assert rel in str(e.value), rel
+
+
+def test_offline_checks_stay_in_sync_with_the_exporter():
+    """zoo_offline_checks.py runs standalone (no shared_components): its copies of the exporter's constants match."""
+    from shared_components.shipping import export, runtime, zoo_offline_checks
+
+    assert zoo_offline_checks.NOT_SCRIPTABLE == export.NOT_SCRIPTABLE
+    assert zoo_offline_checks.HEAD_MODULES == runtime.HEAD_MODULES
+    assert set(export.SUPPORTED_APPS) <= set(zoo_offline_checks.APP_PROPERTIES)
+
+
+def test_monai_label_properties_are_monai_property_definitions():
+    """Each MONAI Label property is a MONAI bundle property (same id) or a metadata field MONAI Label reads."""
+    from monai.bundle.properties import InferProperties, MetaProperties
+
+    from shared_components.shipping.zoo_offline_checks import APP_PROPERTIES
+
+    props = APP_PROPERTIES["monai-label"]
+    for name, p in props["InferProperties"].items():
+        assert p["required"] and InferProperties[name]["id"] == p["id"], name
+    for name, p in props["MetaProperties"].items():
+        assert p["required"] and MetaProperties[name]["id"].replace("::", "#") == p["id"], name

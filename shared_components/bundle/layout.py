@@ -12,6 +12,12 @@ SPECS_DIR = PACKAGE_DIR / "bundle" / "specs"
 BUNDLES_DIR = REPO_ROOT / "bundles"
 # first characters of the line in configs/train.yaml (and inference.yaml) where the template's standard part starts
 MARKER = "# ---- standard "
+# bundles with a workflow of their own, not the segmentation template (no dataset x model pair, nothing derived):
+# ``new_bundle.py sync`` leaves every file of theirs alone and ``check`` has nothing to compare; name -> why
+STANDALONE_BUNDLES = {
+    "aneurysm_mra_retinanet": "anchor-based 3D detector (MONAI RetinaNet): boxes instead of label maps, its own "
+    "train/evaluate/inference workflow and FROC evaluation, hand-written configs"
+}
 # files every bundle holds as verbatim copies of the template
 COPIED = (
     "configs/evaluate.yaml",

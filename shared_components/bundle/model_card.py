@@ -16,6 +16,13 @@ from shared_components.training import registry
 SCHEMA = "https://github.com/Project-MONAI/MONAI-extra-test-data/releases/download/0.8.1/meta_schema_20240725.json"
 AUTHORS = "MONAI segmentation bundles contributors"
 PACKAGES = ("nibabel", "pytorch-ignite", "tensorboard")
+# the end of an untrained bundle's metadata description (an export of the bundle replaces it with what it ships)
+UNTRAINED_NOTE = (
+    "No trained weights are shipped: train with `python -m monai.bundle run --config_file configs/train.yaml` "
+    "(see docs/README.md)."
+)
+# how an untrained bundle's README says so (the paragraph an export drops: it ships weights)
+README_UNTRAINED = "**No trained weights are shipped with this bundle**"
 
 
 def _description(kind: str, name: str, unknown: str | None = None) -> str:
@@ -171,8 +178,7 @@ class ModelCard:
             "task": self.di["task"],
             "description": (
                 f"{self.mi['title']} ({self.params_text()} parameters) for {self.di['title']}: segments "
-                f"{self.di['structure'].replace('**', '')}. No trained weights are shipped: train with "
-                "`python -m monai.bundle run --config_file configs/train.yaml` (see docs/README.md)."
+                f"{self.di['structure'].replace('**', '')}. {UNTRAINED_NOTE}"
             ),
             "authors": AUTHORS,
             "copyright": f"Copyright (c) {AUTHORS}",
@@ -256,13 +262,21 @@ class ModelCard:
         prepare_note = f"\n\n{di['prepare_note']}" if di.get("prepare_note") else ""
         note = f"\n\n{mi['note']}" if mi.get("note") else ""
         title = f"{di.get('short', self.ds['name'])} segmentation: {mi['title']}"
+        optimiser = (
+            f"{_description('optimizer', c['optimizer_name'])}, lr {c['learning_rate']}, weight decay "
+            f"{c['weight_decay']}, batch {c['batch_size']}; {_description('scheduler', c['scheduler_name'])}"
+        )
+        length = (
+            f"{c['max_epochs']} epochs, validation (whole images, sliding window) every {c['val_interval']} epochs; "
+            "best validation checkpoint kept"
+        )
         return wrap_markdown(f"""# {title[0].upper() + title[1:]}
 
 Segments {di["structure"]}, with the {mi["title"]} ({self.params_text()} parameters). Bundle `{self.bundle.name}`
 of the MONAI segmentation bundles collection: every model on every dataset, with the same data pipeline, so they
 compare fairly.
 
-**No trained weights are shipped with this bundle**: `models/` is empty and `eval_metrics` in
+{README_UNTRAINED}: `models/` is empty and `eval_metrics` in
 `configs/metadata.json` is empty until you train it (see *Performance*).
 
 ## Model overview
@@ -292,8 +306,8 @@ Make the datalist (fixed, seeded folds; paths relative to the dataset folder):
 | sampling | {describe_sampling(c["patch_size"], aug)} |
 | augmentation | {describe_augmentation(aug)} |
 | loss | {self.loss_text()} |
-| optimiser | {_description("optimizer", c["optimizer_name"])}, lr {c["learning_rate"]}, weight decay {c["weight_decay"]}, batch {c["batch_size"]}; {_description("scheduler", c["scheduler_name"])} |
-| length | {c["max_epochs"]} epochs, validation (whole images, sliding window) every {c["val_interval"]} epochs; best validation checkpoint kept |
+| optimiser | {optimiser} |
+| length | {length} |
 | hardware | {hardware} |
 
 ## Performance
@@ -319,9 +333,11 @@ python -m monai.bundle run --config_file "['configs/train.yaml','configs/evaluat
 python -m monai.bundle run --config_file configs/train.yaml --fold 1 --max_epochs 100 --dataset_dir /data/{folder}
 python -m monai.bundle run --config_file configs/train.yaml --loss_name dice_focal --optimizer_name sgd \\
     --learning_rate 0.01 --scheduler_name poly
-# evaluate the checkpoint in models/ on the validation fold
+# each run writes runs/fold<F>_seed<S>/ (state, best weights, history); --resume true continues it after a stop,
+# --promote true makes its best weights models/model.pt (written without it only when models/model.pt is missing)
+# evaluate the fold's run (its best_model.pt; models/model.pt when there is no run) on the validation fold
 python -m monai.bundle run --config_file "['configs/train.yaml','configs/evaluate.yaml']"
-# infer: a folder, glob, file, list of files or datalist JSON -> label maps in eval/ (original shape and affine)
+# infer: a folder, glob, file, list of files or datalist JSON -> label maps in predictions/ (original shape and affine)
 python -m monai.bundle run --config_file configs/inference.yaml --input_data /path/to/images --output_dir preds
 # multi-GPU (or multi-process CPU with gloo)
 torchrun --nproc_per_node=2 -m monai.bundle run --config_file "['configs/train.yaml','configs/multi_gpu_train.yaml']"

@@ -13,6 +13,9 @@ from typing import Any
 TRAIN = ("configs/train.yaml",)
 EVALUATE = ("configs/train.yaml", "configs/evaluate.yaml")
 INFER = ("configs/inference.yaml",)
+# MLflow 3's set_tracking_uri/set_experiment export these into os.environ, and in a child they win over the bundle's
+# own --tracking_uri/experiment_name: a bundle run takes its MLflow store from its config only
+MLFLOW_PROCESS_VARS = ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME", "MLFLOW_RUN_ID")
 OUTPUT_KEYS = ("run_dir", "ckpt_dir", "log_dir", "output_dir")
 
 
@@ -51,11 +54,15 @@ def run_bundle(
     """Run a bundle workflow from its folder; returns the wall time in seconds.
 
     Output goes to ``log_file`` (appended) or to this process's stdout; ``on_line`` (optional) is also called with
-    each output line as it comes (e.g. to show training progress). A failure raises ``RuntimeError`` with the
-    command and the end of the log, so the caller can report it and carry on.
+    each output line as it comes (e.g. to show training progress). A log file gets no progress bars
+    (``TQDM_DISABLE=1`` unless ``env`` or the environment sets it: tqdm's carriage-return redraws would fill it),
+    for any bundle and any of its bars. A failure raises ``RuntimeError`` with the command and the end of the log, so
+    the caller can report it and carry on.
     """
     cmd = bundle_command(configs, overrides)
-    full_env = {**os.environ, **(env or {})}
+    quiet = {"TQDM_DISABLE": "1"} if log_file is not None else {}
+    inherited = {k: v for k, v in os.environ.items() if k not in MLFLOW_PROCESS_VARS}
+    full_env = {**quiet, **inherited, **(env or {})}
     t0 = time.perf_counter()
     if on_line is not None:
         full_env.setdefault("PYTHONUNBUFFERED", "1")
@@ -94,6 +101,12 @@ def _streamed(
                 sink.write(line)
                 sink.flush()
                 on_line(line.rstrip("\n"))
+        except KeyboardInterrupt:  # Ctrl-C reached the bundle run too: let it keep its state and stop
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+            raise
         except BaseException:
             proc.kill()
             raise

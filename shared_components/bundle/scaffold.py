@@ -22,8 +22,11 @@ model), and the required ``reason`` is written into the header as a comment::
           fold: 1
 
 A folder whose name is not a known ``<dataset>_<model>`` pair (a bundle of one's own) keeps the header it has: for
-it only the parts below the header are derived. ``sync`` rewrites what drifted; ``check`` lists it (CI runs
-``scripts/new_bundle.py check``).
+it only the parts below the header are derived. A bundle listed in ``layout.STANDALONE_BUNDLES`` (the aneurysm
+RetinaNet detector) has a whole workflow of its own: nothing of it is derived, :func:`all_bundles` leaves it out
+(so ``sync``, ``check`` and the template's tests skip it by name, not silently), and ``check`` of it finds nothing to
+compare. ``sync`` rewrites what drifted; ``check`` lists it (CI runs ``scripts/new_bundle.py
+check``).
 """
 
 from __future__ import annotations
@@ -37,7 +40,15 @@ from typing import Any
 import yaml
 
 from shared_components.bundle import model_card
-from shared_components.bundle.layout import BUNDLES_DIR, COPIED, MARKER, SPECS_DIR, TEMPLATE_DIR, split_standard
+from shared_components.bundle.layout import (
+    BUNDLES_DIR,
+    COPIED,
+    MARKER,
+    SPECS_DIR,
+    STANDALONE_BUNDLES,
+    TEMPLATE_DIR,
+    split_standard,
+)
 from shared_components.paths import REPO_ROOT
 
 __all__ = [
@@ -47,6 +58,7 @@ __all__ = [
     "MARKER",
     "REPO_ROOT",
     "SPECS_DIR",
+    "STANDALONE_BUNDLES",
     "TEMPLATE_DIR",
     "all_bundles",
     "bundle_pair",
@@ -129,8 +141,10 @@ def bundle_pair(bundle_dir: str | Path) -> tuple[str, str] | None:
 
 def expected_files(bundle_dir: str | Path) -> dict[str, str]:
     """Every derived file of a bundle and the content it must have (the train.yaml header from the specs when the
-    folder is named after a dataset/model pair, else the header the file has)."""
+    folder is named after a dataset/model pair, else the header the file has); none for a standalone bundle."""
     bundle_dir = Path(bundle_dir)
+    if bundle_dir.name in STANDALONE_BUNDLES:
+        return {}
     pair = bundle_pair(bundle_dir)
     if pair:
         header = train_header(*pair)
@@ -167,9 +181,11 @@ def sync(bundle_dir: str | Path) -> list[str]:
     return _reconcile(bundle_dir, write=True)
 
 
-def all_bundles(root: str | Path = BUNDLES_DIR) -> list[Path]:
-    """Bundle folders below ``root`` (those with a configs/train.yaml)."""
-    return sorted(p.parent.parent for p in Path(root).glob("*/configs/train.yaml"))
+def all_bundles(root: str | Path = BUNDLES_DIR, standalone: bool = False) -> list[Path]:
+    """Bundle folders below ``root`` (those with a configs/train.yaml) that follow the template: the standalone
+    bundles of ``layout.STANDALONE_BUNDLES`` (own workflow, nothing derived) only with ``standalone=True``."""
+    found = sorted(p.parent.parent for p in Path(root).glob("*/configs/train.yaml"))
+    return [p for p in found if standalone or p.name not in STANDALONE_BUNDLES]
 
 
 def _merge(base: Any, over: Any) -> Any:
@@ -282,9 +298,11 @@ def train_header(dataset: str, model: str) -> str:
     text = title + _dump(base) + "# data\n" + _dump(data) + "# model and optimisation\n" + _dump(model_part)
     comments = {**ds["comments"], **md["comments"]}
     lines = [
-        f"{line}  # {comments[line.split(':')[0]]}"
-        if line.split(":")[0] in comments and line[:1] not in " -#"
-        else line
+        (
+            f"{line}  # {comments[line.split(':')[0]]}"
+            if line.split(":")[0] in comments and line[:1] not in " -#"
+            else line
+        )
         for line in text.splitlines()
     ]
     return "\n".join(lines) + "\n"

@@ -12,15 +12,20 @@ if TYPE_CHECKING:  # imported on first use, see shared_components.lazy
     from shared_components.data.converters.folders import convert_folder
     from shared_components.data.converters.lits import convert_lits
     from shared_components.data.converters.msd import convert_msd
-    from shared_components.data.datalist import load_datalist, save_datalist, split, subject_of
-    from shared_components.data.datasets import inference_items, make_dataset
+    from shared_components.data.datalist import allows_empty_labels, load_datalist, save_datalist, split, subject_of
+    from shared_components.data.datasets import CaseLoadError, inference_items, make_dataset
     from shared_components.data.errors import DataValidationError, Problem
     from shared_components.data.fingerprint import fingerprint, recommended
     from shared_components.data.folds import assign_folds, leave_one_center_out, make_folds
+    from shared_components.data.seeding import SeededDataset, SeededSampler
 
 __all__ = [
+    "allows_empty_labels",
+    "CaseLoadError",
     "DataValidationError",
     "Problem",
+    "SeededDataset",
+    "SeededSampler",
     "assign_folds",
     "check_datalist",
     "check_datalist_file",

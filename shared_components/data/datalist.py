@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -61,10 +61,7 @@ def resolve_entry(entry: dict[str, Any], base_dir: str | None, keys: Sequence[st
 
 
 def split(
-    datalist: str | os.PathLike | dict[str, Any],
-    fold: int | None = 0,
-    part: str = "train",
-    base_dir: str | None = None,
+    datalist: str | os.PathLike | dict[str, Any], fold: int | None = 0, part: str = "train", base_dir: str | None = None
 ) -> list[dict[str, Any]]:
     """Entries of one part of a cross-validation split, with absolute paths.
 
@@ -125,3 +122,10 @@ def describe(datalist: str | os.PathLike | dict[str, Any]) -> str:
             )
         lines.append(line)
     return "\n".join(lines)
+
+
+def allows_empty_labels(datalist: str | os.PathLike | Mapping[str, Any]) -> bool:
+    """Whether a datalist declares cases without foreground as intended (``"allow_empty_labels": true``, e.g. the
+    ADAM converter's scans without aneurysm): the bundles' default for ``--allow_empty_labels``."""
+    data = datalist if isinstance(datalist, Mapping) else load_datalist(datalist)
+    return bool(data.get("allow_empty_labels", False))

@@ -23,5 +23,13 @@ class DataValidationError(ValueError):
 
     def __init__(self, problems: list[Problem], source: str = "dataset"):
         self.problems = list(problems)
+        self.source = source
         lines = "\n".join(f"  {i + 1}. {p}" for i, p in enumerate(self.problems))
         super().__init__(f"{len(self.problems)} problem(s) in {source}:\n{lines}")
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+    def __reduce__(self) -> tuple[type, tuple[list[Problem], str]]:
+        """Pickled (DataLoader workers, ``copy``) from the problems rather than the message (bugbear B042)."""
+        return type(self), (self.problems, self.source)

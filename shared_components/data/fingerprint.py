@@ -103,10 +103,7 @@ def _target_spacing(spacings: np.ndarray, shapes: np.ndarray) -> np.ndarray:
 
 
 def plan(
-    spacings: np.ndarray,
-    shapes: np.ndarray,
-    cropped_shapes: np.ndarray | None = None,
-    voxel_budget: int = 128**3,
+    spacings: np.ndarray, shapes: np.ndarray, cropped_shapes: np.ndarray | None = None, voxel_budget: int = 128**3
 ) -> dict[str, Any]:
     """Spacing, patch size, poolings and batch size from per-case spacings and shapes ``[N, 3]`` (module doc)."""
     spacings, shapes = np.asarray(spacings, float), np.asarray(shapes, float)

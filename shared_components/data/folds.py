@@ -20,9 +20,12 @@ def assign_folds(
     All entries sharing ``group_key`` land in the same fold (no subject leaks across folds). When the entries
     carry ``stratify_key`` (e.g. a centre), each stratum is spread evenly over the folds. Groups are shuffled with
     ``seed`` and dealt greedily to the currently smallest fold, so fold sizes differ by at most one group.
+    ``n_folds=1`` puts every entry in fold 0 (all of them evaluation cases of ``--fold 0``).
     """
-    if n_folds < 2:
-        raise ValueError(f"n_folds must be >= 2, got {n_folds}.")
+    if n_folds < 1:
+        raise ValueError(f"n_folds must be >= 1, got {n_folds}.")
+    if n_folds == 1:
+        return [{**e, "fold": 0} for e in entries]
     groups: dict[str, list[int]] = defaultdict(list)
     for i, e in enumerate(entries):
         groups[str(e.get(group_key) or f"__entry{i}")].append(i)

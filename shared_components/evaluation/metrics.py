@@ -1,4 +1,5 @@
-"""Per-case, per-class segmentation metrics in millimetres: Dice, HD95, mean surface distance, normalised surface Dice.
+"""Per-case, per-class segmentation metrics in millimetres: Dice, HD95, mean surface distance, normalised surface Dice,
+and on request volumetric similarity (the ADAM challenge's third metric).
 
 Dice is MONAI's ``compute_dice``. The three surface metrics share one surface-distance computation per class
 (MONAI's ``get_edge_surface_distance``: boundary voxels, cropped to the structures, nearest-boundary distances
@@ -8,7 +9,8 @@ once instead of three times (tests check equality with those classes).
 
 Empty structures follow the BraTS convention, so every case has a finite value and statistics stay defined:
 reference and prediction both empty -> Dice 1, NSD 1, HD95 0, MSD 0; exactly one empty -> Dice 0, NSD 0, and
-HD95 = MSD = the image diagonal in mm (the worst possible distance).
+HD95 = MSD = the image diagonal in mm (the worst possible distance). Volumetric similarity,
+``1 - |V_pred - V_ref| / (V_pred + V_ref)``, is 1 when both are empty and 0 when exactly one is.
 """
 
 from __future__ import annotations
@@ -22,13 +24,17 @@ import torch
 from monai.metrics import compute_dice
 from monai.metrics.utils import get_edge_surface_distance
 
-METRICS = ("dice", "hd95", "msd", "nsd")
-HIGHER_IS_BETTER = {"dice": True, "hd95": False, "msd": False, "nsd": True}
+METRICS = ("dice", "hd95", "msd", "nsd")  # what every evaluation computes
+EXTRA_METRICS = ("vs",)  # computed when asked for (a detection datalist's ``evaluation.metrics``)
+ALL_METRICS = METRICS + EXTRA_METRICS
+SURFACE_METRICS = ("hd95", "msd", "nsd")
+HIGHER_IS_BETTER = {"dice": True, "hd95": False, "msd": False, "nsd": True, "vs": True}
 METRIC_NAMES = {
     "dice": "Dice",
     "hd95": "HD95 (mm)",
     "msd": "mean surface distance (mm)",
     "nsd": "normalised surface Dice",
+    "vs": "volumetric similarity",
 }
 
 
@@ -55,6 +61,16 @@ def _crop_to_union(pred: torch.Tensor, label: torch.Tensor, margin: int = 1) -> 
     return pred[tuple(box)], label[tuple(box)]
 
 
+def volumetric_similarity(pred: torch.Tensor, label: torch.Tensor) -> list[float]:
+    """``1 - |V_pred - V_ref| / (V_pred + V_ref)`` per channel of binary ``[C, ...]`` masks (1 when both are
+    empty); the voxel volume cancels out."""
+    p = pred.reshape(pred.shape[0], -1).sum(1).double()
+    r = label.reshape(label.shape[0], -1).sum(1).double()
+    total = p + r
+    vs = torch.where(total > 0, 1 - (p - r).abs() / total.clamp(min=1), torch.ones_like(total))
+    return [float(v) for v in vs]
+
+
 def case_metrics(
     pred: torch.Tensor,
     label: torch.Tensor,
@@ -69,14 +85,14 @@ def case_metrics(
         pred, label: binary masks, one channel per class, in the same geometry.
         spacing: voxel size in mm per spatial axis (see :func:`spacing_from_affine`).
         tolerance_mm: NSD boundary tolerance in mm, one value or one per class.
-        metrics: which of ``dice``, ``hd95``, ``msd``, ``nsd`` to compute.
+        metrics: which of ``dice``, ``hd95``, ``msd``, ``nsd``, ``vs`` to compute.
 
     Returns:
         ``{metric: [value per class]}``.
     """
-    unknown = set(metrics) - set(METRICS)
+    unknown = set(metrics) - set(ALL_METRICS)
     if unknown:
-        raise ValueError(f"Unknown metric(s) {sorted(unknown)}; available: {', '.join(METRICS)}.")
+        raise ValueError(f"Unknown metric(s) {sorted(unknown)}; available: {', '.join(ALL_METRICS)}.")
     if pred.shape != label.shape:
         raise ValueError(f"prediction shape {tuple(pred.shape)} differs from reference shape {tuple(label.shape)}.")
     n_classes, spatial = pred.shape[0], pred.shape[1:]
@@ -91,7 +107,9 @@ def case_metrics(
     if "dice" in metrics:
         # ignore_empty=False: an empty reference gives 1 when the prediction is empty too, else 0
         out["dice"] = compute_dice(pred[None].float(), label[None].float(), ignore_empty=False)[0].tolist()
-    surface = [m for m in metrics if m != "dice"]
+    if "vs" in metrics:
+        out["vs"] = volumetric_similarity(pred, label)
+    surface = [m for m in metrics if m in SURFACE_METRICS]
     if not surface:
         return out
     for c in range(n_classes):

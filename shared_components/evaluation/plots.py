@@ -10,14 +10,108 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import nibabel as nib  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.patches import Patch  # noqa: E402
 
 from shared_components.files import atomic_path  # noqa: E402
 
 
 def _load(path: str | Path) -> np.ndarray:
+    return _volume(path)[0]
+
+
+def _volume(path: str | Path) -> tuple[np.ndarray, tuple[float, float, float]]:
+    """The volume in RAS orientation (first channel of a 4D file) and its voxel spacing in mm."""
     img = nib.as_closest_canonical(nib.load(str(path)))
     data = np.asarray(img.dataobj)
-    return data[..., 0] if data.ndim == 4 else data
+    zooms = tuple(float(z) for z in img.header.get_zooms()[:3])
+    return (data[..., 0] if data.ndim == 4 else data), zooms  # type: ignore[return-value]
+
+
+def dice_per_class(pred: np.ndarray, ref: np.ndarray, classes: list[int]) -> dict[int, float]:
+    """Dice of each class value (both empty: 1, as the evaluation's BraTS convention)."""
+    out = {}
+    for c in classes:
+        p, r = pred == c, ref == c
+        total = int(p.sum() + r.sum())
+        out[c] = 1.0 if total == 0 else 2.0 * float(np.logical_and(p, r).sum()) / total
+    return out
+
+
+def _colour(value: int) -> tuple[float, float, float]:
+    return plt.get_cmap("tab10").colors[(value - 1) % 10]
+
+
+def _rgba(mask: np.ndarray, alpha: float = 0.55) -> np.ndarray:
+    rgba = np.zeros((*mask.shape, 4))
+    for v in np.unique(mask[mask > 0]):
+        rgba[mask == v] = (*_colour(int(v)), alpha)
+    return rgba
+
+
+def _busiest_slice(mask: np.ndarray, axis: int) -> int:
+    """The slice along ``axis`` with the most voxels of ``mask`` (the middle one of ties; the centre when empty)."""
+    counts = mask.sum(axis=tuple(a for a in range(mask.ndim) if a != axis))
+    if not counts.any():
+        return mask.shape[axis] // 2
+    best = np.flatnonzero(counts == counts.max())
+    return int(best[len(best) // 2])
+
+
+def overlay_figure(
+    image: str | Path,
+    pred: str | Path,
+    label: str | Path | None = None,
+    title: str | None = None,
+    class_names: dict[int, str] | None = None,
+) -> plt.Figure:
+    """Axial, coronal and sagittal slices of the image, the reference (when given) and the prediction as coloured
+    overlays. Each view shows the slice with the most labelled voxels (reference or prediction); a legend names
+    the classes and, with a reference, the title gives the case's Dice per class and their mean."""
+    (img, zooms), seg = _volume(image), _load(pred).astype(int)
+    ref = _load(label).astype(int) if label is not None else None
+    if img.shape != seg.shape:
+        raise ValueError(f"{pred} has shape {seg.shape}, but its image {image} has {img.shape}.")
+    if ref is not None and ref.shape != seg.shape:
+        raise ValueError(f"{label} has shape {ref.shape}, but the prediction {pred} has {seg.shape}.")
+    labelled = (seg > 0) | (ref > 0) if ref is not None else seg > 0
+    centre = [_busiest_slice(labelled, axis) for axis in range(3)]
+    names = dict(class_names or {})
+    values = sorted(
+        {*names, *np.unique(seg[seg > 0]).tolist(), *(np.unique(ref[ref > 0]).tolist() if ref is not None else [])}
+    )
+    lo, hi = np.percentile(img, [1, 99])
+    columns = [("image", None)] + ([("reference", ref)] if ref is not None else []) + [("prediction", seg)]
+    fig, axes = plt.subplots(3, len(columns), figsize=(3.2 * len(columns), 9.6), squeeze=False)
+    # (name, slice of a volume, aspect = height / width of a displayed pixel after rot90)
+    views = [
+        (f"axial {centre[2]}", lambda a: a[:, :, centre[2]], zooms[1] / zooms[0]),
+        (f"coronal {centre[1]}", lambda a: a[:, centre[1], :], zooms[2] / zooms[0]),
+        (f"sagittal {centre[0]}", lambda a: a[centre[0], :, :], zooms[2] / zooms[1]),
+    ]
+    for r, (view, cut, aspect) in enumerate(views):
+        for c, (name, mask) in enumerate(columns):
+            ax = axes[r][c]
+            ax.imshow(np.rot90(cut(img)), cmap="gray", vmin=lo, vmax=hi, aspect=aspect)
+            if mask is not None:
+                ax.imshow(_rgba(np.rot90(cut(mask))), aspect=aspect, interpolation="none")
+            ax.set_axis_off()
+            if r == 0:
+                ax.set_title(name)
+        axes[r][0].text(-0.05, 0.5, view, transform=axes[r][0].transAxes, rotation=90, va="center", ha="right")
+    text = title or Path(str(image)).name
+    if ref is not None:
+        dice = dice_per_class(seg, ref, values)
+        parts = [f"{names.get(v, f'label {v}')} {d:.3f}" for v, d in dice.items()]
+        mean = f", mean {np.mean(list(dice.values())):.3f}" if len(dice) > 1 else ""
+        text += "\nDice " + ", ".join(parts) + mean
+    fig.suptitle(text)
+    handles = [
+        Patch(color=_colour(v), alpha=0.8, label=f"{v} {names[v]}" if v in names else f"label {v}") for v in values
+    ]
+    if handles:
+        fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 6), frameon=False)
+    fig.tight_layout(rect=(0, 0.04 if handles else 0, 1, 1))
+    return fig
 
 
 def overlay_png(
@@ -26,39 +120,11 @@ def overlay_png(
     out_png: str | Path,
     label: str | Path | None = None,
     title: str | None = None,
+    class_names: dict[int, str] | None = None,
 ) -> Path:
-    """Save axial, coronal and sagittal slices through the prediction's centre of mass: the image, and the
-    reference (when given) and prediction as coloured overlays on it."""
-    img, seg = _load(image), _load(pred).astype(int)
-    ref = _load(label).astype(int) if label is not None else None
-    if img.shape != seg.shape:
-        raise ValueError(f"{pred} has shape {seg.shape}, but its image {image} has {img.shape}.")
-    fg = np.argwhere(seg > 0) if seg.any() else np.argwhere(ref > 0) if ref is not None and ref.any() else None
-    centre = fg.mean(0).astype(int) if fg is not None else np.array(img.shape) // 2
-    lo, hi = np.percentile(img, [1, 99])
-    n_classes = max(int(seg.max()), int(ref.max()) if ref is not None else 0, 1)
-    cmap = plt.get_cmap("tab10", 10)
-    columns = [("image", None)] + ([("reference", ref)] if ref is not None else []) + [("prediction", seg)]
-    fig, axes = plt.subplots(3, len(columns), figsize=(3.2 * len(columns), 9), squeeze=False)
-    views = [
-        ("axial", lambda a: a[:, :, centre[2]]),
-        ("coronal", lambda a: a[:, centre[1], :]),
-        ("sagittal", lambda a: a[centre[0], :, :]),
-    ]
-    for r, (view, cut) in enumerate(views):
-        for c, (name, mask) in enumerate(columns):
-            ax = axes[r][c]
-            ax.imshow(np.rot90(cut(img)), cmap="gray", vmin=lo, vmax=hi)
-            if mask is not None:
-                m = np.rot90(cut(mask)).astype(float)
-                ax.imshow(np.ma.masked_where(m == 0, m), cmap=cmap, vmin=0, vmax=9, alpha=0.5, interpolation="none")
-            ax.set_axis_off()
-            if r == 0:
-                ax.set_title(name)
-        axes[r][0].text(-0.05, 0.5, view, transform=axes[r][0].transAxes, rotation=90, va="center", ha="right")
-    fig.suptitle(title or Path(str(image)).name + f"  ({n_classes} foreground label(s))")
-    fig.tight_layout()
-    return _save(fig, out_png)
+    """Save :func:`overlay_figure` as a PNG: slices through the labelled structure, a legend of the classes and,
+    with a reference, the case's Dice in the title."""
+    return _save(overlay_figure(image, pred, label, title, class_names), out_png)
 
 
 def learning_curves_png(histories: dict[str, str | Path], out_png: str | Path, metric: str = "val_mean_dice") -> Path:
@@ -141,5 +207,35 @@ def cost_scatter_png(table, out_png: str | Path, metric: str = "dice_mean") -> P
         if col == "parameters" and len(x) > 1 and x.max() > 10 * x.min() > 0:
             ax.set_xscale("log")
         ax.grid(alpha=0.3, which="both")
+    fig.tight_layout()
+    return _save(fig, out_png)
+
+
+def froc_png(summary, out_png: str | Path, title: str | None = None) -> Path:
+    """The FROC curve of a :func:`shared_components.evaluation.froc.froc` summary: sensitivity against false
+    positives per scan (log scale, 1/8 to 8), the sensitivity at each summary rate with its bootstrap CI, the CPM
+    in the title."""
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    fps = np.asarray(summary["curve"]["fp_per_scan"], dtype=float)
+    sens = np.asarray(summary["curve"]["sensitivity"], dtype=float)
+    order = np.argsort(fps, kind="stable")
+    ax.step(np.clip(fps[order], 1 / 16, None), sens[order], where="post", color="C0", label="FROC")
+    rates = [s["fp_per_scan"] for s in summary["sensitivity"]]
+    vals = np.asarray([s["sensitivity"] for s in summary["sensitivity"]], dtype=float)
+    lo = np.asarray([s["ci_low"] for s in summary["sensitivity"]], dtype=float)
+    hi = np.asarray([s["ci_high"] for s in summary["sensitivity"]], dtype=float)
+    err = np.vstack([vals - lo, hi - vals])
+    err = np.where(np.isfinite(err), err, 0).clip(min=0)
+    ax.errorbar(rates, vals, yerr=err, fmt="o", color="C1", capsize=3, label="sensitivity at rate (95% CI)")
+    ax.set_xscale("log", base=2)
+    ax.set_xlim(1 / 16, 16)
+    ax.set_xticks(rates, [f"1/{int(round(1 / r))}" if r < 1 else f"{r:g}" for r in rates])
+    ax.set_ylim(0, 1.02)
+    ax.set(xlabel="false positives per scan", ylabel="sensitivity")
+    cpm = summary.get("cpm")
+    head = title or "FROC"
+    ax.set_title(f"{head}: CPM {cpm:.3f}" if isinstance(cpm, float) and cpm == cpm else head)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
     return _save(fig, out_png)

@@ -9,21 +9,9 @@ from typing import Any
 
 import torch
 from monai.data import MetaTensor
-from monai.transforms import (
-    AsDiscreted,
-    Compose,
-    CopyItemsd,
-    LoadImage,
-    MapTransform,
-)
+from monai.transforms import AsDiscreted, Compose, CopyItemsd, LoadImage, MapTransform
 
-from shared_components.transforms.chains import (
-    LABEL,
-    PRED,
-    inverted_prediction,
-    regions_to_label_map,
-    save_label_map,
-)
+from shared_components.transforms.chains import LABEL, PRED, inverted_prediction, regions_to_label_map, save_label_map
 from shared_components.transforms.labels import LabelToRegionsd, RemapLabelsd
 
 SEG = "pred_seg"

@@ -15,10 +15,7 @@ N_BOOTSTRAP = 2000
 
 
 def bootstrap_ci(
-    values: Sequence[float] | np.ndarray,
-    confidence: float = CONFIDENCE,
-    n_resamples: int = N_BOOTSTRAP,
-    seed: int = 0,
+    values: Sequence[float] | np.ndarray, confidence: float = CONFIDENCE, n_resamples: int = N_BOOTSTRAP, seed: int = 0
 ) -> tuple[float, float]:
     """Bias-corrected and accelerated (BCa) bootstrap confidence interval of the mean (``scipy.stats.bootstrap``),
     resampling cases; ``(nan, nan)`` without values, the value itself when there is nothing to resample."""

@@ -8,6 +8,7 @@ and writes the leaderboard (:func:`.leaderboard.make_report`: ``leaderboard.md``
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -113,6 +114,7 @@ def run_benchmark(
     mlflow: bool = True,
     force: bool = False,
     report: bool = True,
+    storage: str | None = None,
 ) -> Path:
     """Train and evaluate every bundle on every fold with the same data, split, seed and budget, then report.
 
@@ -131,6 +133,9 @@ def run_benchmark(
         mlflow: log each run's parameters, metrics and learning curve to ``<out>/<dataset>/runs/mlruns.db``.
         force: rerun finished runs.
         report: write the leaderboard at the end.
+        storage: a database shared by several workers (``sqlite:///grid.db`` on one machine,
+            ``postgresql://user:pw@host/db`` across machines; the same command on each): each (bundle, fold) run is
+            taken by one worker, and the report includes the runs of all (see :mod:`.workqueue`).
     """
     if max_epochs is None and time_budget is None:
         raise ValueError("Give --max_epochs and/or --time_budget (minutes): every model must get the same budget.")
@@ -176,16 +181,33 @@ def run_benchmark(
     write_json(results / SETTINGS, settings)
     params = {d.name: count_parameters(d) for d in dirs}
     grid = [(d, f) for d in dirs for f in folds]
-    bar = tqdm(grid, desc=f"benchmark {name}", unit="run")
-    for bundle_dir, fold in bar:
-        bar.set_postfix_str(f"{bundle_dir.name} fold {fold}")
-        run_dir = run_path(results, bundle_dir.name, fold)
-        rec = train_and_evaluate(bundle_dir, run_dir, fold, common, train, save_predictions, force)
-        rec["parameters"] = params[bundle_dir.name]
-        write_json(run_dir / RUN_FILE, rec)
-        tqdm.write(_one_line(rec, run_dir))
-        if mlflow:
-            log_run(results / RUNS, experiment_name(name), rec, run_dir, f"{rec['bundle']}/fold{rec['fold']}")
+    bar = tqdm(total=len(grid), desc=f"benchmark {name}", unit="run")
+    queue = None
+    if storage:
+        from shared_components.experiments.workqueue import WorkQueue, grid_id
+
+        queue = WorkQueue(storage, grid_id(settings))
+    todo = list(grid)
+    while todo:
+        for bundle_dir, fold in todo:
+            bar.set_postfix_str(f"{bundle_dir.name} fold {fold}")
+            run_dir = run_path(results, bundle_dir.name, fold)
+            if queue is not None and not queue.claim(bundle_dir.name, fold, force):
+                continue  # done, or held by another worker
+            with queue.holding(bundle_dir.name, fold) if queue is not None else contextlib.nullcontext():
+                rec = train_and_evaluate(bundle_dir, run_dir, fold, common, train, save_predictions, force)
+            rec["parameters"] = params[bundle_dir.name]
+            write_json(run_dir / RUN_FILE, rec)
+            if queue is not None:
+                queue.finish(bundle_dir.name, fold, rec, run_dir)
+            bar.update(1)
+            tqdm.write(_one_line(rec, run_dir))
+            if mlflow:
+                log_run(results / RUNS, experiment_name(name), rec, run_dir, f"{rec['bundle']}/fold{rec['fold']}")
+        todo = _others(queue, grid) if queue is not None else []
+    bar.close()
+    if queue is not None:
+        queue.materialize(run_path, results)
     settings["finished"] = time.strftime("%Y-%m-%d %H:%M:%S")
     write_json(results / SETTINGS, settings)
     if report:
@@ -193,6 +215,38 @@ def run_benchmark(
 
         make_report(results)
     return results
+
+
+def report_benchmark(results: str | Path, storage: str | None = None, overlays: int = 3) -> Path:
+    """Rewrite the leaderboard of a benchmark results folder; with a storage URL, first fetch the runs that other
+    workers of the grid finished.
+
+    Args:
+        results: the benchmark's results folder (e.g. results/hippocampus_mri).
+        storage: the grid's database URL (sqlite:///... or postgresql://...) when several machines ran it.
+        overlays: number of example overlay PNGs to draw.
+    """
+    from shared_components.experiments.leaderboard import make_report
+
+    results = Path(results).resolve()
+    if storage:
+        from shared_components.experiments.workqueue import WorkQueue, grid_id
+
+        path = results / SETTINGS
+        if not path.is_file():
+            raise FileNotFoundError(f"No benchmark in {results} ({SETTINGS} missing): run `benchmark.py run` first.")
+        WorkQueue(storage, grid_id(json.loads(path.read_text()))).materialize(run_path, results)
+    return make_report(results, overlays)
+
+
+def _others(queue: Any, grid: Sequence[tuple[Path, int]]) -> list[tuple[Path, int]]:
+    """Wait while other workers hold runs of the grid; the runs whose worker died (stale heartbeat), to take over."""
+    while busy := queue.busy():
+        stale = {(b, f) for b, f, is_stale in busy if is_stale}
+        if stale:
+            return [(d, f) for d, f in grid if (d.name, f) in stale]
+        time.sleep(min(queue.heartbeat, 5))
+    return []
 
 
 def run_path(results: Path, bundle: str, fold: int) -> Path:

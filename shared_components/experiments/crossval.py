@@ -26,12 +26,7 @@ from shared_components.evaluation.report import (
     write_evaluation,
     write_text_atomic,
 )
-from shared_components.experiments.runs import (
-    bundle_values,
-    parse_folds,
-    resolve_bundle,
-    train_and_evaluate,
-)
+from shared_components.experiments.runs import bundle_values, parse_folds, resolve_bundle, train_and_evaluate
 
 logger = logging.getLogger(__name__)
 
@@ -58,13 +53,14 @@ def cross_validate(
     ensemble_input: str | Sequence[str] | None = None,
     force: bool = False,
 ) -> Path:
-    """Train and evaluate ``bundle`` on each fold, then write the cross-validation tables to ``out``.
+    """Cross-validate a bundle: train and evaluate each fold (resumable), pool the results.
 
     Args:
         bundle: bundle name under ``bundles/`` or a bundle folder.
         folds: folds to hold out, e.g. ``0,1,2,3,4``.
         out: output folder (default ``<bundle>/runs/cross_validation``); one ``fold_<k>/`` per fold.
-        max_epochs, time_budget: training length (epochs) and wall-time cap in minutes, per fold.
+        max_epochs: training epochs per fold (default: the bundle's own).
+        time_budget: wall-time cap of each fold's training in minutes; epochs and LR schedule are fitted to it.
         seed: the seed of every fold.
         dataset_dir, datalist: data other than the bundle's default.
         overrides: further bundle config overrides (``{"batch_size": 4}``).

@@ -1,6 +1,8 @@
 """The leaderboard of a benchmark (``<out>/<dataset>/``, see :mod:`.benchmark`): the runs' records and per-case
 metrics collected per model, mean [CI] of every metric, rank and paired tests against the best model, costs, plots
 and overlays of the best model's cases, written as ``leaderboard.md``/``.csv`` and the pooled ``metrics_per_case.csv``.
+Runs evaluated with detection (``eval/froc_summary.json``, aneurysm datasets) add CPM and sensitivity at 1 false
+positive per scan (mean over folds; the bootstrap CI when one fold).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from typing import Any
 import pandas as pd
 
 from shared_components.evaluation.formatting import fmt_ci, fmt_num, fmt_p, is_number
-from shared_components.evaluation.metrics import METRICS
+from shared_components.evaluation.metrics import EXTRA_METRICS, METRICS
 from shared_components.evaluation.report import (
     CASES,
     MEAN_CLASS,
@@ -30,6 +32,19 @@ from shared_components.experiments.runs import read_run
 
 LEADERBOARD_MD = "leaderboard.md"
 LEADERBOARD_CSV = "leaderboard.csv"
+COST_NOTE = (
+    "*forward s / volume*: the sliding-window forward pass on one preprocessed validation volume during evaluation "
+    "(median over the cases), without reading, resampling, inversion, writing or the command's start-up."
+)
+CLI_NOTE = (
+    " *stock CLI*: what a user waits for through `python -m monai.bundle run --config_file configs/inference.yaml` "
+    "with the run's weights on the first validation cases (`runs/<bundle>/fold_<k>/infer.log`): per volume (reading "
+    "to writing the label map) and the start-up paid once per command (interpreter, imports, config, network)."
+)
+NO_CLI_NOTE = (
+    " End to end through the stock inference command (per volume, and start-up once per command): not measured in "
+    "these runs (`train_and_evaluate(..., infer_cases=N)` times it)."
+)
 
 
 def model_name(bundle: str, dataset: str) -> str:
@@ -68,6 +83,7 @@ def collect(results: Path) -> tuple[dict[str, Any], pd.DataFrame, pd.DataFrame]:
                 "failed": "; ".join(failed),
                 "parameters": next((r.get("parameters") for r in recs if r.get("parameters")), None),
                 **_costs([r for _, r in done]),
+                **_detection([run_path(results, bundle, f) / "eval" for f, _ in done]),
             }
         )
     per_case = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["model", "bundle"])
@@ -92,9 +108,39 @@ def _costs(recs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         "seconds_per_epoch": spe[len(spe) // 2] if spe else None,
         "train_minutes": train_s / 60 if train_s is not None else None,
         "inference_seconds_per_volume": mean("inference_seconds_per_case"),
+        # end to end through the stock inference command (runs timed with ``infer_cases``; None: not measured)
+        "cli_seconds_per_volume": mean("cli_seconds_per_volume"),
+        "cli_startup_seconds": mean("cli_startup_seconds"),
         "peak_ram_gb": max(ram) / 1024 if ram else None,
         "peak_vram_gb": max(vram) / 1024 if vram else None,
     }
+
+
+def _detection(eval_dirs: Sequence[Path]) -> dict[str, Any]:
+    """CPM and sensitivity at 1 FP/scan of the runs' ``froc_summary.json`` (mean over folds; with its CI when
+    there is one fold), or nothing when no run was evaluated with detection."""
+    from shared_components.evaluation.froc import SUMMARY
+
+    found = [json.loads((d / SUMMARY).read_text()) for d in eval_dirs if (d / SUMMARY).is_file()]
+    if not found:
+        return {}
+    one = [next((s for s in f["sensitivity"] if s["fp_per_scan"] == 1.0), {}) for f in found]
+    out: dict[str, Any] = {
+        "froc_cpm": _mean([f.get("cpm") for f in found]),
+        "froc_sensitivity_1fp": _mean([s.get("sensitivity") for s in one]),
+        "froc_sensitivity_all": _mean([f.get("all_candidates", {}).get("sensitivity") for f in found]),
+        "froc_fp_per_scan_all": _mean([f.get("all_candidates", {}).get("false_positives_per_scan") for f in found]),
+        "froc_aneurysms": sum(int(f.get("aneurysms") or 0) for f in found),
+    }
+    if len(found) == 1:
+        out.update(froc_cpm_ci_low=found[0].get("cpm_ci_low"), froc_cpm_ci_high=found[0].get("cpm_ci_high"))
+        out.update(froc_sensitivity_1fp_ci_low=one[0].get("ci_low"), froc_sensitivity_1fp_ci_high=one[0].get("ci_high"))
+    return out
+
+
+def _mean(values: Sequence[Any]) -> float | None:
+    v = [float(x) for x in values if is_number(x)]
+    return sum(v) / len(v) if v else None
 
 
 def leaderboard(runs: pd.DataFrame, per_case: pd.DataFrame, metric: str = "dice") -> pd.DataFrame:
@@ -135,8 +181,12 @@ def leaderboard(runs: pd.DataFrame, per_case: pd.DataFrame, metric: str = "dice"
 
 
 def make_report(results: str | Path, overlays: int = 3) -> Path:
-    """Write ``leaderboard.md``/``.csv``, the pooled ``metrics_per_case.csv`` (with ``model``) and ``plots/`` from
-    the runs in ``results`` (``<out>/<dataset>``)."""
+    """Write the leaderboard (``leaderboard.md``/``.csv``), pooled per-case metrics and plots from a benchmark's runs.
+
+    Args:
+        results: the benchmark's results folder, ``<out>/<dataset>`` (e.g. ``results/hippocampus_mri``).
+        overlays: overlay figures of the best model's worst, median and best cases (0 for none).
+    """
     from shared_components.evaluation import plots
 
     results = Path(results).resolve()
@@ -236,20 +286,24 @@ def _markdown(settings: Mapping[str, Any], table: pd.DataFrame, figures: Mapping
         "Holm-corrected over the models compared.",
         "",
     ]
-    head = ["rank", "model", "Dice (class mean)"] + [f"Dice {c}" for c in classes] + ["p (Holm)"]
+    head = ["rank", "model", "Dice (class mean)"] + [f"Dice {c}" for c in classes] + ["p (Holm)", "run"]
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in table.to_dict("records"):
         cells = [fmt_num(r.get("rank"), 0), f"{r['model']}" + ("" if r["status"] == "done" else f" ({r['status']})")]
         cells += [_row_ci(r, f"dice_{c}") for c in [MEAN_CLASS, *classes]]
-        cells.append(fmt_p(r.get("p_holm")))
+        cells += [fmt_p(r.get("p_holm")), _run_cell(r["bundle"], settings["folds"])]
         lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", _runs_note(settings)]
     surface = [m for m in METRICS if m != "dice"]
-    names = {"hd95": "HD95 mm", "msd": "MSD mm", "nsd": "NSD"}
+    surface += [m for m in EXTRA_METRICS if f"{m}_{MEAN_CLASS}" in table]
+    names = {"hd95": "HD95 mm", "msd": "MSD mm", "nsd": "NSD", "vs": "VS"}
     head = ["model"] + [f"{names[m]} {c}" for m in surface for c in [*classes, MEAN_CLASS]]
     lines += [
         "",
         "Surface metrics (HD95, mean surface distance: lower is better; normalised surface Dice at "
-        "the dataset's tolerance: higher is better):",
+        "the dataset's tolerance: higher is better"
+        + ("; VS: volumetric similarity, higher is better" if "vs" in surface else "")
+        + "):",
         "",
         "| " + " | ".join(head) + " |",
         "|" + "---|" * len(head),
@@ -257,10 +311,15 @@ def _markdown(settings: Mapping[str, Any], table: pd.DataFrame, figures: Mapping
     for r in table.to_dict("records"):
         cells = [r["model"]] + [_row_ci(r, f"{m}_{c}", 2) for m in surface for c in [*classes, MEAN_CLASS]]
         lines.append("| " + " | ".join(cells) + " |")
-    head = ["model", "parameters (M)", "s / epoch", "epochs", "train min / run", "inference s / volume", "peak RAM GB"]
+    lines += _detection_lines(table)
+    head = ["model", "parameters (M)", "s / epoch", "epochs", "train min / run", "forward s / volume"]
+    cli = any(is_number(v) for v in table.get("cli_seconds_per_volume", pd.Series(dtype=float)))
+    head += ["stock CLI s / volume", "stock CLI start-up s"] if cli else []
+    head += ["peak RAM GB"]
     gpu = table.get("peak_vram_gb", pd.Series(dtype=float)).fillna(0).max() > 0
     head += ["peak VRAM GB"] if gpu else []
-    lines += ["", "## Cost", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines += ["", "## Cost", "", COST_NOTE + (CLI_NOTE if cli else NO_CLI_NOTE), ""]
+    lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in table.to_dict("records"):
         params = r.get("parameters")
         cells = [
@@ -270,8 +329,10 @@ def _markdown(settings: Mapping[str, Any], table: pd.DataFrame, figures: Mapping
             fmt_num(r.get("epochs"), 0),
             fmt_num(r.get("train_minutes"), 1),
             fmt_num(r.get("inference_seconds_per_volume"), 3),
-            fmt_num(r.get("peak_ram_gb"), 2),
         ]
+        if cli:
+            cells += [_measured(r.get("cli_seconds_per_volume"), 3), _measured(r.get("cli_startup_seconds"), 1)]
+        cells += [fmt_num(r.get("peak_ram_gb"), 2)]
         cells += [fmt_num(r.get("peak_vram_gb"), 2)] if gpu else []
         lines.append("| " + " | ".join(cells) + " |")
     failed = table[table["failed"].astype(bool)]
@@ -291,6 +352,59 @@ def _markdown(settings: Mapping[str, Any], table: pd.DataFrame, figures: Mapping
         "`runs/mlruns.db`).",
     ]
     return "\n".join(lines) + "\n"
+
+
+def _detection_lines(table: pd.DataFrame) -> list[str]:
+    """The detection table (CPM, sensitivity at 1 FP/scan, the all-candidates operating point) when any model was
+    evaluated with detection."""
+    if "froc_cpm" not in table or table["froc_cpm"].isna().all():
+        return []
+    lines = [
+        "",
+        "## Detection",
+        "",
+        "FROC of the aneurysm candidates (ADAM hit rule: within the aneurysm's radius of its centre; treated "
+        "aneurysms ignored). CPM: mean sensitivity at 1/8, 1/4, 1/2, 1, 2, 4 and 8 false positives per scan [95% "
+        "bootstrap CI over scans, one fold]; *all candidates*: every connected component of the prediction.",
+        "",
+        "| model | CPM | sensitivity at 1 FP/scan | sensitivity (all candidates) | FP / scan (all candidates) |",
+        "|---|---|---|---|---|",
+    ]
+    for r in table.to_dict("records"):
+        cells = [r["model"], _row_ci(r, "froc_cpm"), _row_ci(r, "froc_sensitivity_1fp")]
+        cells += [fmt_num(r.get("froc_sensitivity_all")), fmt_num(r.get("froc_fp_per_scan_all"), 2)]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def _run_cell(bundle: str, folds: Sequence[int]) -> str:
+    """The run folder(s) a row's numbers come from: ``runs/<bundle>/fold_0`` (``fold_{0,1}`` for several)."""
+    name = f"fold_{folds[0]}" if len(folds) == 1 else "fold_{" + ",".join(map(str, folds)) + "}"
+    return f"`runs/{bundle}/{name}`"
+
+
+def _runs_note(settings: Mapping[str, Any]) -> str:
+    """Which run each row is; bundles shipping weights trained in another run are named, with that run's Dice."""
+    note = (
+        "Each row is this benchmark's own training run of the bundle (`run`, trained from scratch under the budget "
+        "above), not weights a bundle ships."
+    )
+    for bundle, folder in zip(settings["bundles"], settings.get("bundle_dirs", []), strict=False):
+        if not (Path(folder) / "models" / "model.pt").is_file():
+            continue
+        meta_file = Path(folder) / "configs" / "metadata.json"
+        meta = json.loads(meta_file.read_text()) if meta_file.is_file() else {}
+        dice = (meta.get("eval_metrics") or {}).get("mean_dice")
+        quoted = f"mean Dice {dice}, " if is_number(dice) else ""
+        note += (
+            f" `{bundle}` ships `models/model.pt` from a different run ({quoted}in its model card "
+            f"`bundles/{bundle}/docs/README.md`)."
+        )
+    return note
+
+
+def _measured(value: Any, digits: int) -> str:
+    return fmt_num(value, digits) if is_number(value) else "not measured"
 
 
 def _rel(path: Path) -> str:

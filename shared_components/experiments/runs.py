@@ -7,18 +7,22 @@ import fnmatch
 import json
 import math
 import os
+import re
 import time
 import traceback
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from shared_components.bundle.runner import EVALUATE, OUTPUT_KEYS, TRAIN, output_overrides, run_bundle
+from shared_components.bundle.runner import EVALUATE, INFER, OUTPUT_KEYS, TRAIN, output_overrides, run_bundle
 from shared_components.bundle.scaffold import BUNDLES_DIR, all_bundles
 from shared_components.evaluation.report import PER_CASE, SUMMARY_JSON, write_json
 
 RUN_FILE = "run.json"
 LOG_FILE = "run.log"
+INFER_LOG = "infer.log"  # the timed inference's own log (parsed for the engine's time)
+# ignite's last line of an engine run: ``Engine run finished. Time taken: 00:00:07.191``
+_ENGINE_TIME = re.compile(r"Engine run finished\. Time taken: (\d+):(\d+):(\d+(?:\.\d*)?)")
 
 
 def resolve_bundle(bundle: str | os.PathLike) -> Path:
@@ -112,18 +116,29 @@ def train_and_evaluate(
     train_overrides: Mapping[str, Any] | None = None,
     save_predictions: bool = False,
     force: bool = False,
+    infer_cases: int = 0,
 ) -> dict[str, Any]:
     """Train ``bundle_dir`` on ``fold`` into ``run_dir`` (``models/``, ``logs/``, ``eval/``, ``run.log``) and
     evaluate its best checkpoint; returns (and writes atomically to ``run.json``) the run record.
 
-    Resumable: a finished run is returned as is, a run whose training finished is only evaluated, an interrupted
-    training resumes from its last saved epoch (``force`` redoes both from scratch). Failures do not raise: the
-    record has ``status: failed`` and the error with the log tail.
+    With ``infer_cases`` > 0 a finished run is also timed end to end through the stock inference command on that
+    many validation cases (:func:`timed_inference`, ``cli_*`` keys of the record; a failure there is recorded in
+    ``infer_error`` and leaves the run done).
+
+    Resumable: a finished run is returned as is (timed first if it was not and ``infer_cases`` asks for it), a run
+    whose training finished is only evaluated, an interrupted training resumes from its last saved epoch (``force``
+    redoes both from scratch). Failures do not raise: the record has ``status: failed`` and the error with the log
+    tail.
     """
     run_dir = Path(run_dir)
     record = read_run(run_dir)
     done = record.get("status") == "done" and (run_dir / "eval" / PER_CASE).is_file()
     if done and not force:
+        if infer_cases and record.get("cli_seconds_per_volume") is None:
+            common = {**(overrides or {}), "fold": fold}
+            record.pop("infer_error", None)
+            record.update(_timing_or_error(bundle_dir, run_dir, fold, common, infer_cases))
+            write_json(run_dir / RUN_FILE, {k: v for k, v in record.items() if not _nan(v)})
         return record
     trained = record.get("train_seconds") is not None and (run_dir / "models" / "model.pt").is_file()
     if force:
@@ -172,9 +187,76 @@ def train_and_evaluate(
         record["eval_peak_ram_mb"] = info.get("peak_ram_mb")
         record["eval_peak_vram_mb"] = info.get("peak_vram_mb")
         record["cases"] = info.get("cases")
+    record.pop("infer_error", None)
+    if record["status"] == "done" and infer_cases:
+        record.update(_timing_or_error(bundle_dir, run_dir, fold, common, infer_cases))
     record["finished"] = time.strftime("%Y-%m-%d %H:%M:%S")
     write_json(run_dir / RUN_FILE, {k: v for k, v in record.items() if not _nan(v)})
     return record
+
+
+def engine_seconds(log_text: str) -> float | None:
+    """Seconds of the last ignite engine run in a bundle's log (``Engine run finished. Time taken: H:MM:SS.mmm``)."""
+    found = _ENGINE_TIME.findall(log_text)
+    if not found:
+        return None
+    h, m, s = found[-1]
+    return int(h) * 3600 + int(m) * 60 + float(s)
+
+
+def timed_inference(
+    bundle_dir: Path, run_dir: Path, fold: int, overrides: Mapping[str, Any] | None = None, cases: int = 3
+) -> dict[str, Any]:
+    """What a user waits for: the stock inference command (``configs/inference.yaml``, in a fresh process) with the
+    run's ``models/model.pt`` on the first ``cases`` validation images of ``fold``, writing to ``run_dir/predictions``.
+
+    Returns ``cli_inference_cases``, ``cli_inference_seconds`` (the command's wall time), ``cli_seconds_per_volume``
+    (the inference engine's run, from its log line, over the cases: loading, preprocessing, sliding window, inversion
+    and writing each label map) and ``cli_startup_seconds`` (the rest: interpreter, imports, config parsing, network
+    construction and exit, paid once per command). ``overrides`` are the run's; those ``inference.yaml`` has are
+    passed on (network, patch, preprocessing), the others dropped.
+    """
+    from monai.bundle import ConfigParser
+
+    from shared_components.data import split
+
+    run_dir = Path(run_dir)
+    overrides = dict(overrides or {})
+    data = bundle_values(
+        bundle_dir,
+        ["datalist", "dataset_dir"],
+        {k: overrides[k] for k in ("datalist", "dataset_dir") if k in overrides},
+    )
+    images = [e["image"] for e in split(data["datalist"], fold, "val", data["dataset_dir"])[: max(int(cases), 1)]]
+    if not images:
+        raise ValueError(f"fold {fold} of {data['datalist']} has no validation case to time inference on.")
+    ids = set(ConfigParser.load_config_file(str(Path(bundle_dir) / INFER[0])))
+    fixed = {"input_data", "ckpt_path", *OUTPUT_KEYS}
+    infer = {k: v for k, v in overrides.items() if k.split("#")[0] in ids and k not in fixed}
+    infer |= {
+        "input_data": images,
+        "ckpt_path": str(run_dir / "models" / "model.pt"),
+        "output_dir": str(run_dir / "predictions"),
+    }
+    log = run_dir / INFER_LOG
+    log.unlink(missing_ok=True)  # the engine's time is read from this command's log alone
+    wall = run_bundle(bundle_dir, INFER, infer, log)
+    engine = engine_seconds(log.read_text())
+    return {
+        "cli_inference_cases": len(images),
+        "cli_inference_seconds": wall,
+        "cli_seconds_per_volume": engine / len(images) if engine is not None else None,
+        "cli_startup_seconds": wall - engine if engine is not None else None,
+    }
+
+
+def _timing_or_error(
+    bundle_dir: Path, run_dir: Path, fold: int, overrides: Mapping[str, Any], cases: int
+) -> dict[str, Any]:
+    try:
+        return timed_inference(bundle_dir, run_dir, fold, overrides, cases)
+    except (RuntimeError, OSError, ValueError) as e:
+        return {"infer_error": str(e)[-3000:]}
 
 
 def _nan(v: Any) -> bool:

@@ -15,13 +15,15 @@ import os
 import shutil
 import subprocess
 import sys
+import sysconfig
 import tempfile
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from shared_components.bundle.runner import output_overrides, run_bundle
+from shared_components.bundle.runner import bundle_command, output_overrides, run_bundle
 from shared_components.paths import schemas_dir
 
 GUARD = '''"""Import guard: this environment must run bundles without the monai-seg-bundles source package."""
@@ -120,6 +122,78 @@ def config_names(bundle_dir: str | Path) -> dict[str, str]:
     return out
 
 
+def metadata_pins(bundle_dir: str | Path) -> dict[str, str]:
+    """``{distribution: version}`` a bundle's metadata pins (torch, monai, numpy and ``required_packages_version``),
+    as the zoo CI installs them (``ci/get_bundle_requirements.py``)."""
+    meta = json.loads((Path(bundle_dir) / "configs" / "metadata.json").read_text())
+    own = {"torch": meta.get("pytorch_version"), "monai": meta.get("monai_version"), "numpy": meta.get("numpy_version")}
+    pins = {k: str(v) for k, v in own.items() if v}
+    for key in ("optional_packages_version", "required_packages_version"):
+        pins.update({k: str(v) for k, v in (meta.get(key) or {}).items()})
+    return pins
+
+
+def _installed(dist: str, python: str | Path = sys.executable) -> str | None:
+    code = (
+        "import importlib.metadata as m, sys\ntry: print(m.version(sys.argv[1]))\nexcept m.PackageNotFoundError: pass"
+    )
+    r = subprocess.run([str(python), "-c", code, dist], capture_output=True, text=True)
+    return r.stdout.strip().split("+")[0] or None
+
+
+def pinned_python(bundle_dir: str | Path, venv_dir: str | Path, timeout: float = 900) -> Path:
+    """A Python that runs the bundle with exactly the versions its metadata pins: a virtual environment in
+    ``venv_dir`` layered over this one (this environment's packages stay importable, after the venv's own), where
+    its ``pip`` installs each pin whose version differs from the installed one, with their missing dependencies,
+    constrained to the pins. Needs an index (or a pip cache) with those wheels, else raises ``RuntimeError``. Returns
+    the venv's python."""
+    venv = Path(venv_dir)
+    python = venv / "bin" / "python"
+    if not python.is_file():
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, capture_output=True)
+    paths = "import sysconfig; print(sysconfig.get_paths()['purelib'])"
+    site = subprocess.run([str(python), "-c", paths], capture_output=True, text=True, check=True).stdout.strip()
+    base = sysconfig.get_paths()["purelib"]
+    Path(site, "_base_environment.pth").write_text(f"import site; site.addsitedir({base!r})\n")
+    pins = metadata_pins(bundle_dir)
+    todo = [f"{d}=={v}" for d, v in sorted(pins.items()) if _installed(d, python) != v]
+    if todo:
+        constraints = venv / "pins.txt"
+        constraints.write_text("".join(f"{d}=={v}\n" for d, v in sorted(pins.items())))
+        cmd = [str(python), "-m", "pip", "install", "-q", "--only-binary=:all:", "-c", str(constraints), *todo]
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+        if r.returncode != 0:
+            raise RuntimeError(f"cannot install the pinned versions {todo}:\n{(r.stdout + r.stderr)[-2000:]}")
+    wrong = {d: (v, _installed(d, python)) for d, v in pins.items() if _installed(d, python) != v}
+    if wrong:
+        raise RuntimeError(f"pinned environment {venv} has other versions {{dist: (pinned, found)}}: {wrong}")
+    return python
+
+
+def _run(
+    python: str | Path,
+    bundle_dir: Path,
+    configs: Sequence[str],
+    overrides: Mapping[str, Any],
+    log: Path,
+    env: Mapping[str, str],
+) -> float:
+    """:func:`run_bundle` with another interpreter."""
+    if Path(python) == Path(sys.executable):
+        return run_bundle(bundle_dir, configs, overrides, log_file=log, env=env)
+    cmd = [str(python), *bundle_command(configs, overrides)[1:]]
+    log.parent.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    with open(log, "a") as f:
+        f.write("$ " + " ".join(cmd) + "\n")
+        f.flush()
+        proc = subprocess.run(cmd, cwd=bundle_dir, env={**os.environ, **env}, stdout=f, stderr=subprocess.STDOUT)
+    if proc.returncode != 0:
+        tail = "\n".join(log.read_text().splitlines()[-25:])
+        raise RuntimeError(f"bundle run failed (exit {proc.returncode}) in {bundle_dir}:\n  {' '.join(cmd)}\n{tail}")
+    return time.perf_counter() - t0
+
+
 def smoke_run(
     bundle_dir: str | Path,
     work_dir: str | Path,
@@ -127,37 +201,30 @@ def smoke_run(
     datalist: str | Path,
     images: Sequence[str | Path],
     overrides: Mapping[str, Any] | None = None,
+    python: str | Path | None = None,
 ) -> dict[str, Any]:
     """Train (1 epoch), evaluate and infer with an exported bundle through the stock CLI in the isolated
-    environment, writing everything below ``work_dir``; returns the wall times and the files written."""
+    environment, writing everything below ``work_dir``; returns the wall times, the files written and the versions
+    of the pinned packages it ran with. ``python`` (e.g. :func:`pinned_python`) runs it with another interpreter."""
     bundle_dir, work = Path(bundle_dir), Path(work_dir)
+    python = python or sys.executable
     cfg = config_names(bundle_dir)
-    common = {
-        "dataset_dir": str(dataset_dir),
-        "datalist": str(datalist),
-        **output_overrides(work),
-        **(overrides or {}),
-    }
+    common = {"dataset_dir": str(dataset_dir), "datalist": str(datalist), **output_overrides(work), **(overrides or {})}
     log = work / "smoke.log"
     env = isolated_env()
     times = {
-        "train": run_bundle(
-            bundle_dir, [cfg["train"]], {**common, "max_epochs": 1, "val_interval": 1}, log_file=log, env=env
-        ),
-        "evaluate": run_bundle(bundle_dir, [cfg["train"], cfg["evaluate"]], common, log_file=log, env=env),
+        "train": _run(python, bundle_dir, [cfg["train"]], {**common, "max_epochs": 1, "val_interval": 1}, log, env),
+        "evaluate": _run(python, bundle_dir, [cfg["train"], cfg["evaluate"]], common, log, env),
     }
-    infer = {
-        "dataset_dir": str(dataset_dir),
-        "input_data": [str(p) for p in images],
-        "output_dir": str(work / "pred"),
-    }
-    times["infer"] = run_bundle(bundle_dir, [cfg["inference"]], infer, log_file=log, env=env)
+    infer = {"dataset_dir": str(dataset_dir), "input_data": [str(p) for p in images], "output_dir": str(work / "pred")}
+    times["infer"] = _run(python, bundle_dir, [cfg["inference"]], infer, log, env)
     return {
         "seconds": times,
         "checkpoint": work / "models" / "model.pt",
         "metrics": work / "eval" / "metrics.csv",
         "predictions": sorted((work / "pred").glob("*")),
         "log": log,
+        "versions": {d: _installed(d, python) for d in metadata_pins(bundle_dir)},
     }
 
 

@@ -24,6 +24,11 @@ from types import ModuleType
 
 PACKAGE = "shared_components"
 REFERENCE = re.compile(rf"\b{PACKAGE}((?:\.[A-Za-z_]\w*)+)")
+# the Model Zoo's black/isort/flake8 line length
+LINE_LENGTH = 120
+# a one-line relative import: indent, source, names (no parentheses, no comment)
+RELATIVE_IMPORT = re.compile(r"^( *)from (\.+[\w.]*) import ([\w ,]+)\n$")
+HEADER = "# Vendored from monai-seg-bundles (Apache-2.0): {origin}\n"
 
 
 @dataclass
@@ -156,6 +161,9 @@ def _rewrite(module: str) -> tuple[str, set[str], set[str]]:
     needed: set[str] = set()
     for node, targets in sorted(inside, key=lambda x: -x[0].lineno):
         indent = " " * node.col_offset
+        rest = lines[node.end_lineno - 1][node.end_col_offset :].strip()
+        # a trailing comment (a noqa for E402, say) stays on every line the statement becomes
+        comment = f"  {rest}" if rest.startswith("#") else ""
         new = []
         for target, names in targets.items():
             if target.endswith("|module"):
@@ -165,10 +173,50 @@ def _rewrite(module: str) -> tuple[str, set[str], set[str]]:
             else:
                 needed.add(target)
                 source = _relative(module, is_pkg, target)
-            items = ", ".join(n if a is None else f"{n} as {a}" for n, a in names)
-            new.append(f"{indent}from {source} import {items}\n")
+            line = _import_line(indent, source, [n if a is None else f"{n} as {a}" for n, a in names])
+            new.append(line[:-1] + comment + "\n" if comment else line)
         lines[node.lineno - 1 : node.end_lineno] = new
-    return "".join(lines), needed, third
+    return "".join(_sort_relative_imports(lines)), needed, third
+
+
+def _import_line(indent: str, source: str, names: list[str]) -> str:
+    """``from source import names`` as black (``--skip-magic-trailing-comma``, 120 columns) writes it."""
+    one = f"{indent}from {source} import {', '.join(names)}\n"
+    if len(one) <= LINE_LENGTH + 1:
+        return one
+    inner = f"{indent}    {', '.join(names)}"
+    if len(inner) <= LINE_LENGTH:
+        return f"{indent}from {source} import (\n{inner}\n{indent})\n"
+    return f"{indent}from {source} import (\n" + "".join(f"{indent}    {n},\n" for n in names) + f"{indent})\n"
+
+
+def _isort_key(name: str) -> tuple[int, str]:
+    """isort's ``order_by_type``: CONSTANTS, then Classes, then functions and modules (case-insensitive)."""
+    bare = name.split(" as ")[0]
+    kind = 0 if bare.isupper() and len(bare) > 1 else 1 if bare[:1].isupper() else 2
+    return kind, bare.lower()
+
+
+def _sort_relative_imports(lines: list[str]) -> list[str]:
+    """Sort each run of one-line relative imports the way isort (profile black) does: the furthest package first,
+    then by module; two imports from one module are merged. Rewriting ``from shared_components.x import ...`` to
+    relative imports in place would otherwise leave ``from ..files`` after ``from .formatting``."""
+    out: list[str] = []
+    i = 0
+    while i < len(lines):
+        m = RELATIVE_IMPORT.match(lines[i])
+        if not m:
+            out.append(lines[i])
+            i += 1
+            continue
+        indent, run = m.group(1), {}
+        while i < len(lines) and (m := RELATIVE_IMPORT.match(lines[i])) and m.group(1) == indent:
+            names = run.setdefault(m.group(2), [])
+            names += [n.strip() for n in m.group(3).split(",") if n.strip() not in names]
+            i += 1
+        for source in sorted(run, key=lambda s: (-(len(s) - len(s.lstrip("."))), s.lstrip(".").lower())):
+            out.append(_import_line(indent, source, sorted(run[source], key=_isort_key)))
+    return out
 
 
 def _stdlib(name: str) -> bool:
@@ -210,17 +258,17 @@ def vendor(references: Iterable[str], dest: Path, package: str = "scripts", bund
         rel = Path(*pkg.split(".")[1:], "__init__.py")
         names = sorted(containers.get(pkg, set()) - children.get(pkg, set()))
         subs = sorted(children.get(pkg, ()))
-        body = [f'"""{_docstring(pkg)}"""\n\n']
-        if subs:
-            body.append("from . import " + ", ".join(subs) + "\n")
+        body = [f'"""{_docstring(pkg, bundle)}"""\n\n']
+        imports = [_import_line("", ".", subs)] if subs else []
         by_module: dict[str, list[str]] = {}
         for n in names:
             by_module.setdefault(defining_module(pkg, n), []).append(n)
         for target, ns in sorted(by_module.items()):
-            body.append(f"from {_relative(pkg, True, target)} import {', '.join(ns)}\n")
+            imports.append(_import_line("", _relative(pkg, True, target), sorted(ns, key=_isort_key)))
+        body += _sort_relative_imports(imports)
         exported = sorted(set(names) | set(subs))
         if exported:
-            body.append("\n__all__ = [\n" + "".join(f'    "{n}",\n' for n in exported) + "]\n")
+            body.append("\n" + _list_assignment("__all__", [f'"{n}"' for n in exported]))
         _write(root / rel, "".join(body))
         out.files[pkg] = root / rel
         out.exports[pkg] = set(exported)
@@ -228,20 +276,32 @@ def vendor(references: Iterable[str], dest: Path, package: str = "scripts", bund
         is_pkg = _module_file(mod).name == "__init__.py"
         rel = Path(*mod.split(".")[1:], "__init__.py") if is_pkg else Path(*mod.split(".")[1:]).with_suffix(".py")
         origin = mod.replace(".", "/") + ("/__init__" if is_pkg else "") + ".py"
-        _write(
-            root / rel, f"# Vendored into the {bundle} bundle from monai-seg-bundles (Apache-2.0): {origin}\n" + text
-        )
+        _write(root / rel, HEADER.format(origin=origin) + text)
         out.files[mod] = root / rel
     return out
 
 
-def _docstring(pkg: str) -> str:
+def _list_assignment(name: str, items: list[str]) -> str:
+    """``name = [items]`` as black (``--skip-magic-trailing-comma``, 120 columns) writes it."""
+    one = f"{name} = [{', '.join(items)}]\n"
+    if len(one) <= LINE_LENGTH + 1:
+        return one
+    if len(inner := f"    {', '.join(items)}") <= LINE_LENGTH:
+        return f"{name} = [\n{inner}\n]\n"
+    return f"{name} = [\n" + "".join(f"    {i},\n" for i in items) + "]\n"
+
+
+def _docstring(pkg: str, bundle: str = "this") -> str:
+    """One line (within the zoo's 120 columns with its quotes) saying what a generated ``__init__`` holds."""
     if pkg == PACKAGE:
-        return "Code this bundle uses, vendored from the monai-seg-bundles `shared_components` package."
+        text = f"Code the {bundle} bundle uses, vendored from the monai-seg-bundles `shared_components` package."
+        return text if len(text) <= LINE_LENGTH - 6 else "Code this bundle uses, vendored from monai-seg-bundles."
     mod: ModuleType = importlib.import_module(pkg)
     first = (mod.__doc__ or "").strip().splitlines()
     title = first[0].rstrip(".") if first else pkg.rsplit(".", 1)[1]
-    return f"{title}: the parts this bundle uses."
+    text = f"{title}: the parts this bundle uses."
+    short = f"The parts of `{pkg}` this bundle uses (vendored)."
+    return text if len(text) <= LINE_LENGTH - 6 else short
 
 
 def _write(path: Path, text: str) -> None:

@@ -5,11 +5,13 @@ import ``shared_components``, so passing it proves an exported bundle stands on 
 
     python zoo_offline_checks.py <bundle_dir> --report <report.json> --schemas <schema.json> [...] [--export ts onnx]
 
-It mirrors what the zoo's ``ci/verify_bundle.py`` checks with the same ``monai.bundle`` functions (necessary and
-preferred files, version/changelog, metadata against each schema, inference properties, network input/output,
-TorchScript export and load), adds the key-naming rules of the zoo's contributing guide, and compares
+It mirrors what the zoo's ``ci/verify_bundle.py -m full`` checks with the same ``monai.bundle`` functions (large
+files downloaded first, necessary and preferred files, version/changelog, metadata against each schema, the
+properties of each app in ``supported_apps``, network input/output, TorchScript export and load), adds the
+key-naming rules of the zoo's contributing guide and the file rules of its pre-commit hooks, and compares
 ``models/model.ts`` and ``models/model.onnx`` (onnxruntime) with the eager network. Writes one JSON report.
 Train and evaluate properties need data, so they are proved by the smoke run instead (as in the zoo's own CI).
+``shared_components.shipping.zoo_ci`` runs the zoo's real ``verify_bundle.py`` when a checkout of it is at hand.
 
 ``--export ts onnx`` first writes ``models/model.ts`` (scripted; traced at the patch size when the network does not
 script) and ``models/model.onnx`` (traced, batch axis dynamic) with ``monai.bundle``'s ``ckpt_export`` and
@@ -30,8 +32,39 @@ import traceback
 from collections.abc import Callable, Iterator
 from typing import Any
 
-ZOO_FILE_LIMIT_MB = 25
+# the zoo's pre-commit `check-added-large-files --maxkb=1024`: bigger files go to large_files.yml
+ZOO_FILE_LIMIT_KB = 1024
 NECESSARY = ("configs/metadata.json", "LICENSE")
+# networks MONAI cannot script (the zoo lists such bundles in ci/bundle_custom_data.py's
+# exclude_verify_torchscript_list); every other network must pass the zoo's ckpt_export (export.NOT_SCRIPTABLE)
+NOT_SCRIPTABLE = ("SwinUNETR",)
+# DynUNet's deep-supervision heads, which an inference network built without them ignores (runtime.HEAD_MODULES)
+HEAD_MODULES = ("deep_supervision_heads", "super_head")
+# what an app in `supported_apps` needs of the inference config and the metadata, as the zoo's check_properties
+# reads it from <zoo>/<app>/**/bundle_properties.py (InferProperties, MetaProperties); MONAI Label's BundleInferTask
+# reads bundle_root, device, network_def, preprocessing, postprocessing, inferer and the metadata's version, input
+# spatial shape and output channel_def (its labels)
+APP_PROPERTIES: dict[str, dict[str, dict[str, dict[str, Any]]]] = {
+    "monai-label": {
+        "InferProperties": {
+            key: {"description": f"MONAI Label reads `{key}` of the inference config", "required": True, "id": key}
+            for key in ("bundle_root", "device", "network_def", "preprocessing", "postprocessing", "inferer")
+        },
+        "MetaProperties": {
+            "version": {"description": "bundle version", "required": True, "id": "_meta_#version"},
+            "spatial_shape": {
+                "description": "input spatial shape",
+                "required": True,
+                "id": "_meta_#network_data_format#inputs#image#spatial_shape",
+            },
+            "channel_def": {
+                "description": "output channels: the labels MONAI Label serves",
+                "required": True,
+                "id": "_meta_#network_data_format#outputs#pred#channel_def",
+            },
+        },
+    }
+}
 PREFERRED = ("models/model.pt", "docs/README.md", "docs/data_license.txt")
 INFER_KEYS = ("bundle_root", "device", "network_def", "inferer", "output_dir")
 TRAIN_KEYS = (
@@ -102,7 +135,11 @@ def eager_network(bundle: str, config: str) -> Any:
     parser["bundle_root"] = bundle
     net = parser.get_parsed_content("network_def").eval()
     state = torch.load(os.path.join(bundle, "models", "model.pt"), map_location="cpu", weights_only=True)
-    net.load_state_dict(state)
+    missing, unexpected = net.load_state_dict(state, strict=False)
+    if "optional_deep_supervision_heads" in str(parser.get("network", "")):
+        unexpected = [k for k in unexpected if not set(k.split(".")) & set(HEAD_MODULES)]
+    if missing or unexpected:
+        raise RuntimeError(f"models/model.pt does not fit network_def: missing {missing}, unexpected {unexpected}")
     return net, parser
 
 
@@ -202,6 +239,84 @@ def run_onnx(path: str, x: Any) -> Any:
     return sess.run(None, {sess.get_inputs()[0].name: x.numpy()})[0]
 
 
+def network_class(config: str) -> str:
+    """The class name of ``network_def`` in an inference config (built on the CPU)."""
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config(config)
+    parser["bundle_root"] = os.path.dirname(os.path.dirname(os.path.abspath(config)))
+    return type(parser.get_parsed_content("network_def")).__name__
+
+
+def large_file_paths(bundle: str) -> list[str]:
+    """The ``path`` of every entry of the bundle's ``large_files.yml`` (or .yaml, .json), as the zoo reads it."""
+    for ext in ("yml", "yaml", "json"):
+        path = os.path.join(bundle, f"large_files.{ext}")
+        if os.path.isfile(path):
+            from monai.bundle import ConfigParser
+
+            return [str(e["path"]) for e in ConfigParser.load_config_file(path).get("large_files", [])]
+    return []
+
+
+def bundle_files(bundle: str) -> list[str]:
+    """Every file a zoo pull request of the bundle would add (relative paths; no caches, no eval outputs)."""
+    out = []
+    for root, dirs, names in os.walk(bundle):
+        dirs[:] = sorted(d for d in dirs if d not in ("__pycache__", "eval", ".git"))
+        out += [os.path.relpath(os.path.join(root, n), bundle) for n in sorted(names)]
+    return out
+
+
+def precommit_rules(bundle: str) -> str:
+    """The file rules of the zoo's ``.pre-commit-config.yaml`` (end-of-file-fixer, trailing-whitespace,
+    mixed-line-ending, pretty-format-json --indent=4 --no-sort-keys, check-yaml, check-executables-have-shebangs,
+    check-docstring-first), checked rather than fixed."""
+    import ast
+
+    problems = []
+    for rel in bundle_files(bundle):
+        path = os.path.join(bundle, rel)
+        with open(path, "rb") as f:
+            data = f.read()
+        if os.access(path, os.X_OK) and not data.startswith(b"#!"):
+            problems.append(f"{rel}: executable without a shebang")
+        if b"\0" in data or rel.endswith((".pt", ".ts", ".onnx")):
+            continue  # binary: the text rules do not apply
+        text = data.decode("utf-8", errors="replace")
+        if data and (not data.endswith(b"\n") or data.endswith((b"\n\n", b"\n\r\n"))):
+            problems.append(f"{rel}: must end with exactly one newline")
+        crlf = data.count(b"\r\n")
+        if 0 < crlf < data.count(b"\n"):
+            problems.append(f"{rel}: mixed line endings")
+        lines = text.split("\n")
+        trailing = [i + 1 for i, line in enumerate(lines) if line.removesuffix("\r") != line.rstrip()]
+        if trailing:
+            problems.append(f"{rel}: trailing whitespace on lines {trailing[:5]}")
+        if rel.endswith(".json"):
+            try:
+                if json.dumps(json.loads(text), indent=4) + "\n" != text:
+                    problems.append(f"{rel}: not formatted as pretty-format-json --indent=4 --no-sort-keys")
+            except ValueError as e:
+                problems.append(f"{rel}: invalid JSON ({e})")
+        elif rel.endswith((".yml", ".yaml")):
+            import yaml
+
+            try:
+                yaml.safe_load(text)
+            except yaml.YAMLError as e:
+                problems.append(f"{rel}: invalid YAML ({str(e).splitlines()[0]})")
+        elif rel.endswith(".py"):
+            body = ast.parse(text).body
+            strings = [i for i, n in enumerate(body) if isinstance(n, ast.Expr) and isinstance(n.value, ast.Constant)]
+            if any(i > 0 and isinstance(body[i].value.value, str) for i in strings):
+                problems.append(f"{rel}: a module docstring after code (check-docstring-first)")
+    if problems:
+        raise ValueError(f"{len(problems)} file(s) break the zoo's pre-commit hooks: {problems[:10]}")
+    return "end of file, whitespace, line endings, JSON/YAML format, shebangs, docstring first"
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("bundle")
@@ -230,17 +345,50 @@ def main(argv: list[str] | None = None) -> int:
         return "necessary and preferred files present"
 
     def sizes() -> str:
-        big = []
-        for root, _, names in os.walk(bundle):
-            for n in names:
-                p = os.path.join(root, n)
-                if os.path.getsize(p) > ZOO_FILE_LIMIT_MB * 2**20:
-                    big.append(f"{os.path.relpath(p, bundle)} ({os.path.getsize(p) / 2**20:.0f} MB)")
+        big = [
+            f"{rel} ({os.path.getsize(os.path.join(bundle, rel)) / 2**10:.0f} KB)"
+            for rel in bundle_files(bundle)
+            if os.path.getsize(os.path.join(bundle, rel)) > ZOO_FILE_LIMIT_KB * 2**10 and rel not in large
+        ]
         if big:
             raise ValueError(
-                f"over the zoo's {ZOO_FILE_LIMIT_MB} MB per-file limit, list them in large_files.yml: {big}"
+                f"the zoo's pre-commit refuses files over {ZOO_FILE_LIMIT_KB} KB: {big}; export with --large_files "
+                "URL_BASE to list them in large_files.yml"
             )
-        return f"every file under {ZOO_FILE_LIMIT_MB} MB"
+        return f"every file under {ZOO_FILE_LIMIT_KB} KB" + (f" ({len(large)} in large_files.yml)" if large else "")
+
+    def download() -> str:
+        from monai.bundle import download_large_files
+
+        with contextlib.redirect_stderr(io.StringIO()):
+            download_large_files(bundle_path=bundle)
+        return f"downloaded {sorted(large)} (hashes checked)"
+
+    def app_properties(app: str) -> Callable[[], str]:
+        def check() -> str:
+            props = APP_PROPERTIES[app]
+            w = create_workflow(
+                workflow_type="inference",
+                config_file=infer,
+                meta_file=meta,
+                logging_file=os.path.join(bundle, "configs", "logging.conf"),
+                bundle_root=bundle,
+            )
+            w.properties = {**props["MetaProperties"], **props["InferProperties"]}
+            missing = w.check_properties()
+            if missing:
+                raise ValueError(f"{app} needs {missing}")
+            return f"{len(w.properties)} {app} properties present"
+
+        return check
+
+    def unknown_app(app: str) -> Callable[[], str]:
+        def check() -> str:
+            raise ValueError(
+                f"no properties known for {app!r}: the zoo checks nothing for it ({sorted(APP_PROPERTIES)})"
+            )
+
+        return check
 
     def version() -> str:
         with open(meta) as f:
@@ -327,6 +475,10 @@ def main(argv: list[str] | None = None) -> int:
         onnx_path = os.path.join(bundle, "models", "model.onnx")
         return "onnxruntime: " + compare(eager, run_onnx(onnx_path, x), "models/model.onnx", 1e-3)
 
+    large = large_file_paths(bundle)
+    missing_large = [f for f in large if not os.path.isfile(os.path.join(bundle, f))]
+    if missing_large:
+        r.run("download large files", download)  # the zoo downloads them before checking anything
     exports: dict[str, dict[str, Any]] = {}
     if args.export and infer:
         try:
@@ -336,6 +488,7 @@ def main(argv: list[str] | None = None) -> int:
             exports = {k: {"ok": False, "file": f"models/model.{k}", "detail": detail} for k in args.export}
     r.run("files", files)
     r.run("file sizes", sizes, level="warning")
+    r.run("pre-commit rules", lambda: precommit_rules(bundle))
     r.run("version/changelog", version)
     r.run("inference keys", keys(infer, INFER_KEYS))
     if train is not None:
@@ -343,20 +496,27 @@ def main(argv: list[str] | None = None) -> int:
     for schema in args.schemas:
         r.run(f"verify_metadata {os.path.basename(schema)}", metadata(schema))
     r.run("inference properties", properties)
+    with open(meta) as f:
+        apps = json.load(f).get("supported_apps") or {}
+    for app in apps:
+        r.run(f"{app} properties", app_properties(app) if app in APP_PROPERTIES else unknown_app(app))
     r.run("verify_net_in_out", net_in_out)
     ts_path = os.path.join(bundle, "models", "model.ts")
     ts_method = exports.get("ts", {}).get("method", "")
+    network = network_class(infer) if infer else ""
+    # only a network MONAI cannot script may fail: the zoo then lists the bundle in exclude_verify_torchscript_list
+    level = "warning" if network in NOT_SCRIPTABLE else "error"
     if ts_method == "scripted":
-        r.run("ckpt_export", lambda: "ckpt_export + torch.jit.load (scripted by --export)", level="warning")
+        r.run("ckpt_export", lambda: "ckpt_export + torch.jit.load (scripted by --export)", level=level)
     elif ts_method.startswith("traced"):
 
         def not_scriptable() -> str:
-            raise RuntimeError(f"does not script ({exports['ts'].get('script_error', '')}); shipped traced")
+            error = exports["ts"].get("script_error", "")
+            raise RuntimeError(f"{network} does not script ({error}); the zoo must exclude it from verify_torchscript")
 
-        r.run("ckpt_export", not_scriptable, level="warning")
+        r.run("ckpt_export", not_scriptable, level=level)
     else:
-        # a network that does not script is allowed (the zoo lists it and its README says so): a warning
-        r.run("ckpt_export", torchscript, level="warning")
+        r.run("ckpt_export", torchscript, level=level)
     if os.path.isfile(ts_path):
         r.run("models/model.ts vs eager", shipped_ts)
     if os.path.isfile(os.path.join(bundle, "models", "model.onnx")):

@@ -6,6 +6,7 @@ from shared_components.lazy import lazy_exports
 
 if TYPE_CHECKING:  # imported on first use, see shared_components.lazy
     from shared_components.training.checkpoint import RunCheckpoint, eval_checkpoint, run_status
+    from shared_components.training.guards import FailFast, TrainingAborted
     from shared_components.training.handlers import EpochHistory, LrSchedule, TimeBudget
     from shared_components.training.presets import (
         LOSSES,
@@ -17,18 +18,17 @@ if TYPE_CHECKING:  # imported on first use, see shared_components.lazy
         prepare_network,
         refit_scheduler,
     )
-    from shared_components.training.seeding import SeededDataset, SeededSampler
 
 __all__ = [
     "LOSSES",
     "OPTIMIZERS",
     "SCHEDULERS",
     "EpochHistory",
+    "FailFast",
     "LrSchedule",
     "RunCheckpoint",
-    "SeededDataset",
-    "SeededSampler",
     "TimeBudget",
+    "TrainingAborted",
     "build_loss",
     "build_optimizer",
     "build_scheduler",

@@ -18,7 +18,7 @@ A training run writes into its run folder ``run_dir`` (default ``<bundle>/runs/f
 run folder afresh). A resumed run must match the stored signature; a new run into a folder holding an unfinished
 run is refused (``--resume true``, ``--run_name NEW`` or ``--overwrite true`` say what to do instead). SIGTERM and
 SIGINT stop the trainer at the next iteration and exit 143/130 with one line; the folder then holds the state of the
-last completed epoch, which is where a resume continues (exactly, see :mod:`shared_components.training.seeding`).
+last completed epoch, which is where a resume continues (exactly, see :mod:`shared_components.data.seeding`).
 
 Test hook: ``SEG_TRAIN_HOOK=<kill|term>@<point>:<epoch>`` sends this process SIGKILL or SIGTERM at a named point of
 that (1-based) epoch: ``iteration`` (after its first training iteration), ``validation`` (after the first validation
@@ -46,9 +46,9 @@ import numpy as np
 import torch
 from ignite.engine import Engine, Events
 
+from shared_components.data.seeding import rng_state, set_rng_state
 from shared_components.files import atomic_path, write_bytes_atomic, write_text_atomic
 from shared_components.training.handlers import EpochHistory, TimeBudget
-from shared_components.training.seeding import rng_state, set_rng_state
 
 logger = logging.getLogger(__name__)
 

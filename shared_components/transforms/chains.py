@@ -7,6 +7,7 @@ the random part (sampling, augmentation) runs each epoch.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -14,6 +15,7 @@ import torch
 from monai.transforms import (
     Activationsd,
     AsDiscreted,
+    BorderPadd,
     CastToTyped,
     Compose,
     CropForegroundd,
@@ -28,9 +30,13 @@ from monai.transforms import (
     RandFlipd,
     RandGaussianNoised,
     RandGaussianSmoothd,
+    RandRotated,
     RandScaleIntensityd,
+    RandScaleIntensityFixedMeand,
     RandShiftIntensityd,
+    RandSimulateLowResolutiond,
     RandSpatialCropSamplesd,
+    RandZoomd,
     SaveImaged,
     ScaleIntensityRanged,
     ScaleIntensityRangePercentilesd,
@@ -39,6 +45,7 @@ from monai.transforms import (
 )
 
 from shared_components.training.registry import get, names, register
+from shared_components.transforms.batch import AugmentationSeedd, BatchAugmentation, check_mode
 from shared_components.transforms.labels import LabelToRegionsd, RegionsToLabeld, RemapLabelsd, TakeFirstOutputd
 
 IMAGE, LABEL, PRED = "image", "label", "pred"
@@ -151,6 +158,33 @@ def _strong(flip_axes: Sequence[int] | None, keys: list[str]) -> list:
     return t
 
 
+@register(
+    "augmentation",
+    "nnunet",
+    description="nnU-Net's default set: rotations up to 30 degrees (p 0.2), scaling 0.7-1.4 (p 0.2), Gaussian noise "
+    "(p 0.1), blur (p 0.2), brightness (p 0.15), contrast (p 0.15), low resolution (p 0.25), gamma (p 0.1 inverted, "
+    "p 0.3), mirroring",
+    search={},
+)
+def _nnunet(flip_axes: Sequence[int] | None, keys: list[str]) -> list:
+    # nnU-Net v2's get_training_transforms with MONAI's per-sample transforms (its batch form: transforms.batch)
+    spatial = {"mode": ("bilinear", "nearest")[: len(keys)], "padding_mode": "zeros"}
+    zoom = {"mode": ("trilinear", "nearest")[: len(keys)], "padding_mode": "constant", "keep_size": True}
+    rot, sigma, gamma = math.pi / 6, (0.5, 1.0), (0.7, 1.5)
+    return [
+        RandRotated(keys, range_x=rot, range_y=rot, range_z=rot, prob=0.2, **spatial),
+        RandZoomd(keys, prob=0.2, min_zoom=1 / 1.4, max_zoom=1 / 0.7, **zoom),  # nnU-Net's scale s is a zoom of 1/s
+        RandGaussianNoised(IMAGE, prob=0.1, std=0.1),
+        RandGaussianSmoothd(IMAGE, sigma_x=sigma, sigma_y=sigma, sigma_z=sigma, prob=0.2),
+        RandScaleIntensityd(IMAGE, factors=(-0.25, 0.25), prob=0.15, channel_wise=True),
+        RandScaleIntensityFixedMeand(IMAGE, factors=0.25, preserve_range=True, prob=0.15, channel_wise=True),
+        RandSimulateLowResolutiond(IMAGE, prob=0.25, zoom_range=(0.5, 1.0)),
+        RandAdjustContrastd(IMAGE, prob=0.1, gamma=gamma, invert_image=True, retain_stats=True),
+        RandAdjustContrastd(IMAGE, prob=0.3, gamma=gamma, retain_stats=True),
+        *(RandFlipd(keys, prob=0.5, spatial_axis=a) for a in flip_axes or ()),
+    ]
+
+
 AUGMENTATIONS = names("augmentation")
 
 
@@ -176,21 +210,33 @@ def train_transforms(
     pos_neg: Sequence[float] = (1.0, 1.0),
     augmentation: str = "default",
     flip_axes: Sequence[int] | None = (0, 1, 2),
+    mode: str = "sample",
 ) -> Compose:
     """Training chain: :func:`preprocessing`, padding to the patch, patch sampling and augmentation.
 
     ``sampling='label'`` draws patches centred on foreground/background with ratio ``pos_neg``
     (``RandCropByPosNegLabeld``); ``'random'`` draws them uniformly (best when the patch covers the image).
+    ``mode='sample'`` augments each patch here (in the data loader); ``mode='batch'`` leaves the augmentation to the
+    trainer's ``prepare_batch`` on the training device (:mod:`shared_components.transforms.batch`): the patches are
+    sampled with the context its resampling needs (the image padded by that margin first, so the patch centres are
+    drawn as in ``sample`` mode) and carry their augmentation seed.
     """
     keys = [IMAGE, LABEL]
     t = preprocessing(pixdim, orientation, intensity, label_map, regions, crop_foreground, with_label=True)
-    t.append(SpatialPadd(keys, spatial_size=list(patch_size)))
+    size = list(patch_size)
+    if check_mode(mode) == "batch":
+        get("augmentation", augmentation)  # the same message for an unknown preset in both modes
+        on_device = BatchAugmentation(patch_size, augmentation, flip_axes)
+        size = on_device.input_size
+        if any(on_device.margin):
+            t.append(BorderPadd(keys, spatial_border=on_device.margin))
+    t.append(SpatialPadd(keys, spatial_size=size))
     if sampling == "label":
         t.append(
             RandCropByPosNegLabeld(
                 keys,
                 LABEL,
-                spatial_size=list(patch_size),
+                spatial_size=size,
                 pos=pos_neg[0],
                 neg=pos_neg[1],
                 num_samples=num_samples,
@@ -199,10 +245,13 @@ def train_transforms(
             )
         )
     elif sampling == "random":
-        t.append(RandSpatialCropSamplesd(keys, roi_size=list(patch_size), num_samples=num_samples, random_size=False))
+        t.append(RandSpatialCropSamplesd(keys, roi_size=size, num_samples=num_samples, random_size=False))
     else:
         raise ValueError(f"sampling must be 'label' or 'random', got {sampling!r}.")
-    t += augmentations(augmentation, flip_axes, keys)
+    if mode == "batch":
+        t.append(AugmentationSeedd())
+    else:
+        t += augmentations(augmentation, flip_axes, keys)
     return Compose(t)
 
 
@@ -213,7 +262,8 @@ def val_transforms(**kwargs: Any) -> Compose:
 
 def infer_transforms(**kwargs: Any) -> Compose:
     """Inference chain: :func:`preprocessing` of the image alone (no label needed)."""
-    kwargs.pop("label_map", None), kwargs.pop("regions", None)
+    kwargs.pop("label_map", None)
+    kwargs.pop("regions", None)
     return Compose(preprocessing(with_label=False, **kwargs))
 
 

@@ -32,7 +32,20 @@ def abdomenct1k_datalist(
     center_map: str | Mapping[str, str] | None = None,
     unlabelled: str = "test",
 ) -> dict[str, Any]:
-    """Datalist of an AbdomenCT-1K folder, listing every pairing problem at once."""
+    """Datalist of an AbdomenCT-1K folder (``Case_XXXXX_0000.nii.gz`` + ``Mask/``; liver, kidney, spleen, pancreas).
+
+    Every pairing problem is listed at once.
+
+    Args:
+        src: the AbdomenCT-1K folder (holding ``AbdomenCT-1K-ImagePart*`` and ``Mask``).
+        folds: number of cross-validation folds, grouped by subject (stratified by centre when cases have one); 1
+            puts every case in fold 0 (all of them evaluation cases of ``--fold 0``).
+        seed: seed of the fold assignment (the same seed gives the same folds).
+        fold_mode: ``kfold`` (k folds, ``--folds``) or ``loco`` (leave one centre out: fold i is centre i).
+        center_map: CSV (``SubjectID,Center``) or JSON (``{"subject": "centre"}``) file giving each subject's
+            centre (the data come from 12 centres).
+        unlabelled: images without a mask go to ``test``, are ``skip``ped, or reported (``error``).
+    """
     src = Path(src)
     if not src.is_dir():
         raise FileNotFoundError(f"AbdomenCT-1K folder {src} not found.")

@@ -225,6 +225,14 @@ def write_datalist(datalist: dict[str, Any], dst: str | os.PathLike, check: str 
     return save_datalist(datalist, datalist_path(dst))
 
 
+# the options datalist_writer adds, in the ``Args:`` section of every ``convert_<layout>`` (its ``--help``)
+WRITER_ARGS = (
+    "    dst: output folder for ``datalist.json`` (or the ``.json`` file itself); ``--dst`` = ``--src`` is what\n"
+    "        the bundles expect by default.\n"
+    "    check: file check before writing: ``off``, ``quick`` (headers) or ``full`` (voxels too).\n"
+)
+
+
 def datalist_writer(make_datalist: Callable[..., dict[str, Any]]) -> Callable[..., Path]:
     """``convert_<layout>(src, dst, <every option of make_datalist>, check="quick")`` for ``<layout>_datalist``: writes
     its datalist with :func:`write_datalist`. The options are declared once, on ``make_datalist``; the signature
@@ -250,14 +258,11 @@ def datalist_writer(make_datalist: Callable[..., dict[str, Any]]) -> Callable[..
         return write_datalist(make_datalist(**values), datalist_path(dst), check)
 
     layout = make_datalist.__name__.removesuffix("_datalist")
-    summary, _, details = inspect.cleandoc(make_datalist.__doc__ or "Datalist.").partition("\n")
+    doc = inspect.cleandoc(make_datalist.__doc__ or "Datalist.").rstrip()
     convert.__name__ = convert.__qualname__ = f"convert_{layout}"
     convert.__module__ = make_datalist.__module__
     convert.__signature__ = signature  # type: ignore[attr-defined]
-    convert.__doc__ = (
-        f"{summary.rstrip('.')}; written to ``dst/datalist.json`` (or ``dst`` ending in ``.json``) after checking "
-        f"its files (``check``: ``off``, ``quick`` headers, ``full`` voxels too).\n{details}"
-    )
+    convert.__doc__ = doc + ("\n" if "\nArgs:\n" in doc else "\n\nArgs:\n") + WRITER_ARGS
     return convert
 
 

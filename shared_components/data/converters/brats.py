@@ -117,10 +117,29 @@ def brats_datalist(
     center_map: str | Mapping[str, str] | None = None,
     center_regex: str | None = None,
 ) -> dict[str, Any]:
-    """Datalist of per-subject BraTS folders below ``src`` (searched recursively), every problem listed at once.
+    """Datalist of per-subject BraTS folders (2018-2021, 2023, the 2015 export, or your own channel patterns).
 
-    Subjects with a label map are ``training`` cases (k folds), those without go to ``test``. With
-    ``use_split_folders``, sub-folders named ``train``/``validation``/``test`` fill those sections instead.
+    Subject folders are searched recursively below ``src``; every problem is listed at once. Subjects with a label
+    map are ``training`` cases (k folds), those without go to ``test``.
+
+    Args:
+        src: the folder holding the subject folders, e.g. ``BraTS2021_TrainingData``.
+        folds: number of cross-validation folds, grouped by subject (stratified by centre when cases have one); 1
+            puts every case in fold 0 (all of them evaluation cases of ``--fold 0``).
+        seed: seed of the fold assignment (the same seed gives the same folds).
+        fold_mode: ``kfold`` (k folds, ``--folds``) or ``loco`` (leave one centre out: fold i is centre i).
+        layout: ``auto`` (the built-in layout whose files are there), ``brats2021``, ``brats2023`` or
+            ``brats2015_examples``.
+        channels: channel file patterns without extension, comma-separated (``{subject}`` = the folder name), e.g.
+            ``'Flair_*,T1c_*'``; default: the layout's.
+        label: label file pattern without extension, e.g. ``OTMultiClass``; default: the layout's.
+        convention: label convention (``brats2015``, ``brats2021``, ``brats2023``, ``msd``): label names and the
+            TC/WT/ET regions; default: the layout's.
+        use_split_folders: fill ``training``/``validation``/``test`` from sub-folders named ``train``,
+            ``validation``, ``test``.
+        center_map: CSV (``SubjectID,Center``) or JSON (``{"subject": "centre"}``) file giving each subject's
+            centre.
+        center_regex: regular expression whose first group, matched on the subject name, is its centre.
     """
     src = Path(src)
     if not src.is_dir():

@@ -59,14 +59,26 @@ def table_datalist(
     regions: str | Mapping[str, Sequence[int]] | None = None,
     center_map: str | Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
-    """Datalist of a GaNDLF-style CSV (module doc), every problem listed at once.
+    """Datalist of a GaNDLF-style CSV: ``SubjectID``, ``Channel_0..X``, ``Label`` and an optional ``Center`` column.
+
+    Relative paths are relative to the CSV's folder; rows with an empty label go to ``test``. Every problem is
+    listed at once.
 
     Args:
+        src: the CSV file.
+        folds: number of cross-validation folds, grouped by subject (stratified by centre when cases have one); 1
+            puts every case in fold 0 (all of them evaluation cases of ``--fold 0``).
+        seed: seed of the fold assignment (the same seed gives the same folds).
+        fold_mode: ``kfold`` (k folds, ``--folds``) or ``loco`` (leave one centre out: fold i is centre i).
         root: folder the datalist paths are made relative to (default: the CSV's folder); files elsewhere keep
             absolute paths.
         modality: channel names in column order, e.g. ``"FLAIR,T1c"`` (default: the column names).
         label_names: ``{"0": "background", ...}`` or a JSON file; ``convention`` (e.g. ``brats2015``) sets the
-            label names and TC/WT/ET ``regions`` of a brain-tumour convention; ``regions`` overrides them.
+            label names and TC/WT/ET ``regions`` of a brain-tumour convention.
+        convention: brain-tumour label convention (``brats2015``, ``brats2021``, ``brats2023``, ``msd``).
+        regions: TC/WT/ET regions as raw label values, or a convention name; overrides the convention's.
+        center_map: CSV (``SubjectID,Center``) or JSON (``{"subject": "centre"}``) file giving each subject's
+            centre (else the ``Center`` column).
     """
     src = Path(src)
     if not src.is_file():

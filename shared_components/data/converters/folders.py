@@ -79,15 +79,32 @@ def folder_datalist(
     center_regex: str | None = None,
     label_group: str | None = None,
 ) -> dict[str, Any]:
-    """Datalist of images paired with labels by name (module doc), every problem listed at once.
+    """Datalist of your own image files paired with label files by name (folders, nnU-Net ``_0000`` channels).
+
+    Layouts: ``images/<case>.nii.gz`` + ``labels/<case>.nii.gz`` (label names may end in ``_seg``, ``_mask``...);
+    ``images/<centre>/<case>`` (the first sub-folder is the centre); one folder per case with fixed file names
+    (``--images '*/ct.nii.gz' --labels '*/seg.nii.gz'``); or a single case (``--images ct.nii.gz``). Every
+    problem is listed at once.
 
     Args:
+        src: the dataset folder.
+        images: the images: a folder below ``src`` (searched recursively), a glob pattern or one file.
+        labels: the label maps, likewise (``''`` for none: every image becomes a ``test`` case).
+        folds: number of cross-validation folds, grouped by subject (stratified by centre when cases have one); 1
+            puts every case in fold 0 (all of them evaluation cases of ``--fold 0``).
+        seed: seed of the fold assignment (the same seed gives the same folds).
+        fold_mode: ``kfold`` (k folds, ``--folds``) or ``loco`` (leave one centre out: fold i is centre i).
         centers: ``auto`` (first sub-folder of the case is its centre, when cases sit in sub-folders) or ``none``.
         modality: channel names, e.g. ``CT`` or ``T1`` or ``T2,ADC``.
         label_names: ``{"1": "spleen", ...}`` or a JSON file (default: a label-names file found in ``src``);
             ``label_group`` picks a group of a grouped file (default: the group the label file names contain).
         select: classes to keep (names or raw values), the others become background.
+        channel_regex: regular expression of the channel suffix of multi-channel cases (nnU-Net's ``_0000``).
         unlabelled: images without a label go to ``test``, are ``skip``ped, or reported (``error``).
+        center_map: CSV (``SubjectID,Center``) or JSON (``{"subject": "centre"}``) file giving each subject's
+            centre.
+        center_regex: regular expression whose first group, matched on the subject name, is its centre.
+        label_group: the group of a grouped label-names file (e.g. TotalSegmentator's ``total``).
     """
     src = Path(src)
     if not src.is_dir():

@@ -39,7 +39,19 @@ def lits_datalist(
     fold_mode: str = "kfold",
     center_map: str | Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
-    """Datalist of a LiTS release folder (searched recursively), listing every pairing problem at once."""
+    """Datalist of a LiTS release folder (``volume-N.nii`` + ``segmentation-N.nii``; labels liver, tumour).
+
+    The folder is searched recursively; every pairing problem is listed at once.
+
+    Args:
+        src: the LiTS folder (holding ``Training Batch 1``/``Training Batch 2``, or the volumes themselves).
+        folds: number of cross-validation folds, grouped by subject (stratified by centre when cases have one); 1
+            puts every case in fold 0 (all of them evaluation cases of ``--fold 0``).
+        seed: seed of the fold assignment (the same seed gives the same folds).
+        fold_mode: ``kfold`` (k folds, ``--folds``) or ``loco`` (leave one centre out: fold i is centre i).
+        center_map: CSV (``SubjectID,Center``) or JSON (``{"subject": "centre"}``) file giving each subject's
+            centre.
+    """
     src = Path(src)
     if not src.is_dir():
         raise FileNotFoundError(

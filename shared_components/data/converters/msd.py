@@ -18,10 +18,17 @@ def _rel(path: str) -> str:
 
 
 def msd_datalist(src: str | Path, folds: int = 5, seed: int = 0) -> dict[str, Any]:
-    """Build a datalist from an MSD task folder, checking that every listed file exists.
+    """Datalist of an MSD task folder (``dataset.json``, ``imagesTr/``, ``labelsTr/``, ``imagesTs/``).
 
-    Paths stay relative to ``src`` (the bundle's ``dataset_dir``). Multi-channel tasks (e.g. BrainTumour,
-    Prostate) keep their 4D NIfTI as one ``image``; ``num_channels`` records the channel count.
+    Every file ``dataset.json`` lists must exist. Paths stay relative to ``src`` (the bundle's ``dataset_dir``).
+    Multi-channel tasks (e.g. BrainTumour, Prostate) keep their 4D NIfTI as one ``image``; ``num_channels``
+    records the channel count.
+
+    Args:
+        src: the MSD task folder, e.g. ``../shared/data/Task04_Hippocampus``.
+        folds: number of cross-validation folds, grouped by subject; 1 puts every case in fold 0 (all of them
+            evaluation cases of ``--fold 0``).
+        seed: seed of the fold assignment (the same seed gives the same folds).
     """
     src = Path(src)
     meta_file = src / "dataset.json"
@@ -89,7 +96,15 @@ def _is_brain_tumour(meta: dict[str, Any]) -> bool:
 
 
 def convert_msd(src: str | Path, dst: str | Path, folds: int = 5, seed: int = 0, check: str = "quick") -> Path:
-    """Write ``dst/datalist.json`` (or ``dst`` itself when it ends in ``.json``) for an MSD task folder, after
-    checking the files (``check``: ``off``, ``quick`` headers, ``full`` voxels too)."""
+    """Datalist of an MSD task folder (``dataset.json``, ``imagesTr/``, ``labelsTr/``, ``imagesTs/``), checked.
+
+    Args:
+        src: the MSD task folder, e.g. ``../shared/data/Task04_Hippocampus``.
+        dst: output folder for ``datalist.json``, or the ``.json`` file itself.
+        folds: number of cross-validation folds, grouped by subject; 1 puts every case in fold 0 (all of them
+            evaluation cases of ``--fold 0``).
+        seed: seed of the fold assignment (the same seed gives the same folds).
+        check: file check before writing: ``off``, ``quick`` (headers) or ``full`` (voxels too).
+    """
     datalist = {**msd_datalist(src, folds=folds, seed=seed), "dataset_dir": str(Path(src).resolve())}
     return write_datalist(datalist, datalist_path(dst), check=check)

@@ -25,9 +25,7 @@ ORGANS = ("liver", "kidney", "spleen", "pancreas", "liver_tumour")
 
 
 def abdomen_ct_phantom(
-    rng: np.random.Generator,
-    spacing: tuple[float, float, float] = (6.0, 6.0, 5.0),
-    n_tumours: int = 0,
+    rng: np.random.Generator, spacing: tuple[float, float, float] = (6.0, 6.0, 5.0), n_tumours: int = 0
 ) -> tuple[np.ndarray, dict[str, np.ndarray], tuple[float, float, float]]:
     """One CT volume (int16 HU, RAS index order) and a boolean mask per organ in :data:`ORGANS`.
 

@@ -1,0 +1,199 @@
+"""The aneurysm bundles on synthetic ADAM data: a segmentation bundle trains, evaluates (segmentation metrics with
+volumetric similarity, the treated label ignored, and the FROC files) and infers; the RetinaNet detector does the same
+through the stock ``python -m monai.bundle run`` CLI, passes ``check_properties``, and exports; the scaffold leaves
+the hand-written detector alone."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import nibabel as nib
+import pandas as pd
+import pytest
+import torch
+import yaml
+from monai.bundle import ConfigWorkflow
+
+from shared_components.bundle import scaffold
+from shared_components.bundle.layout import STANDALONE_BUNDLES
+from shared_components.bundle.runner import EVALUATE, INFER, TRAIN, run_bundle
+from shared_components.bundle.scaffold import BUNDLES_DIR, TEMPLATE_DIR
+from shared_components.data.converters.adam import convert_adam
+from shared_components.data.datalist import split
+from shared_components.data.synthetic.mra import write_adam
+from shared_components.evaluation import froc
+from shared_components.evaluation.report import PER_CASE
+from tests.helpers import SmokeData, cwd, first_image, run_workflow, smoke_overrides
+
+DETECTOR = BUNDLES_DIR / "aneurysm_mra_retinanet"
+SEGMENTATION = sorted(p for p in BUNDLES_DIR.glob("aneurysm_mra_*") if p.name not in STANDALONE_BUNDLES)
+COARSE = [0.8, 0.8, 1.2]  # 64x64x48 synthetic voxels of 0.4x0.4x0.6 mm -> 32x32x24
+# a CPU-sized detector for 32x32x24 images
+TINY_DETECTOR = {
+    "preprocessing_args#pixdim": COARSE,
+    "patch_size": [32, 32, 16],
+    "val_patch_size": [32, 32, 16],
+    "anchor_shapes": [[4, 4, 3], [6, 6, 4], [8, 8, 6]],
+    "backbone_depth": 10,
+    "fpn_channels": 32,
+}
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.fixture(scope="module")
+def adam(tmp_path_factory: pytest.TempPathFactory) -> SmokeData:
+    """Four synthetic ADAM cases in two folds (a treated aneurysm and a negative case among them)."""
+    src = write_adam(tmp_path_factory.mktemp("adam_bundles") / "ADAM", n=4, seed=0, shape=(64, 64, 48))
+    datalist = Path(convert_adam(src, src, folds=2, seed=0))
+    return SmokeData(src, datalist, first_image(datalist, src), {"preprocessing_args#pixdim": COARSE})
+
+
+def _check_froc(eval_dir: Path, data: SmokeData, fold: int = 0) -> dict[str, Any]:
+    """The FROC files of an evaluation of fold ``fold``: every file, counts matching the datalist, numbers in range."""
+    for name in (froc.SUMMARY, froc.CURVE, froc.PER_CASE, froc.CANDIDATES, froc.ANEURYSMS, froc.BY_SIZE, froc.PLOT):
+        assert (eval_dir / name).is_file(), name
+    datalist = json.loads(data.datalist.read_text())
+    val = [e["subject"] for e in split(datalist, fold, "val")]
+    expected = sum(not a["treated"] for c in val for a in datalist["aneurysms"][c])
+    s = json.loads((eval_dir / froc.SUMMARY).read_text())
+    assert s["scans"] == len(val) and s["aneurysms"] == expected
+    assert 0.0 <= s["cpm"] <= 1.0 and [r["fp_per_scan"] for r in s["sensitivity"]] == list(froc.RATES)
+    assert all(0.0 <= r["sensitivity"] <= 1.0 for r in s["sensitivity"])
+    assert 0.0 <= s["all_candidates"]["sensitivity"] <= 1.0 and s["all_candidates"]["false_positives_per_scan"] >= 0
+    per_case = pd.read_csv(eval_dir / froc.PER_CASE, dtype={"case": str})
+    assert sorted(per_case["case"]) == sorted(val)
+    return s
+
+
+def _datalist_override(overrides: dict[str, Any]) -> dict[str, Any]:
+    """Pass the datalist to the evaluation handler when the shared evaluate.yaml does not (yet) do it."""
+    handlers = yaml.safe_load((TEMPLATE_DIR / "configs" / "evaluate.yaml").read_text())["validate#handlers"]
+    i = next(k for k, h in enumerate(handlers) if h.get("_target_", "").endswith("SegmentationMetrics"))
+    return overrides if "datalist" in handlers[i] else {**overrides, f"validate#handlers#{i}#datalist": "@datalist"}
+
+
+def test_aneurysm_bundles_follow_their_specs():
+    """Seven segmentation bundles, in sync, with the ADAM label handling; the detector is exempt from the scaffold."""
+    assert [b.name for b in SEGMENTATION] == [f"aneurysm_mra_{m}" for m in scaffold.spec_names("model")]
+    for bundle in SEGMENTATION:
+        assert scaffold.check(bundle) == [], bundle.name
+        header = yaml.safe_load(scaffold.split_standard((bundle / "configs" / "train.yaml").read_text())[0])
+        assert header["preprocessing_args"]["label_map"] == {1: 1} and header["num_classes"] == 2
+        assert header["augmentation_args"]["sampling"] == "label" and header["augmentation_args"]["pos_neg"] == [2, 1]
+    assert "aneurysm_mra_retinanet" in STANDALONE_BUNDLES and scaffold.bundle_pair(DETECTOR) is None
+    assert DETECTOR not in scaffold.all_bundles() and DETECTOR in scaffold.all_bundles(standalone=True)
+    assert scaffold.expected_files(DETECTOR) == {} and scaffold.check(DETECTOR) == []
+    assert scaffold.sync(DETECTOR) == []  # nothing of the hand-written detector is rewritten
+
+
+def test_detector_inference_matches_training():
+    """Inference builds the network, anchors, detector and preprocessing of training (MONAI Label reads them)."""
+    train = yaml.safe_load((DETECTOR / "configs" / "train.yaml").read_text())
+    infer = yaml.safe_load((DETECTOR / "configs" / "inference.yaml").read_text())
+    keys = ("network_def", "feature_extractor", "anchor_generator", "detector", "preprocessing_args", "patch_size")
+    keys += ("num_channels", "num_classes", "returned_layers", "size_divisible", "anchor_shapes", "val_patch_size")
+    keys += ("backbone_depth", "fpn_channels", "score_thresh", "nms_thresh", "detections_per_img")
+    assert {k: infer[k] for k in keys} == {k: train[k] for k in keys}
+    assert [op for op in train["detector_ops"] if "set_atss" not in op and "hard_negative" not in op] == infer[
+        "detector_ops"
+    ]
+
+
+@pytest.mark.slow
+def test_segmentation_bundle_train_evaluate_infer(adam: SmokeData, tmp_path: Path):
+    bundle = BUNDLES_DIR / "aneurysm_mra_unet"
+    ov = smoke_overrides("unet", adam, tmp_path)
+    run_workflow(bundle, ["configs/train.yaml"], "train", ov)
+    assert (tmp_path / "models" / "model.pt").is_file()
+    run_workflow(bundle, ["configs/train.yaml", "configs/evaluate.yaml"], "train", _datalist_override(ov))
+    per_case = pd.read_csv(tmp_path / "eval" / PER_CASE, dtype={"case": str})
+    assert set(per_case["metric"]) == {"dice", "hd95", "msd", "nsd", "vs"}
+    bounded = per_case[per_case["metric"].isin(["dice", "nsd", "vs"])]["value"]
+    assert bounded.between(0.0, 1.0).all() and (per_case["value"] >= 0).all()
+    _check_froc(tmp_path / "eval", adam)
+    iov = {
+        "dataset_dir": str(adam.dataset_dir),
+        "num_workers": 0,
+        "preprocessing_args#pixdim": COARSE,
+        "patch_size": ov["patch_size"],
+        **{k: v for k, v in ov.items() if k.startswith("network_def")},
+        "input_data": adam.infer_input,
+        "ckpt_path": str(tmp_path / "models" / "model.pt"),
+        "output_dir": str(tmp_path / "pred"),
+    }
+    run_workflow(bundle, ["configs/inference.yaml"], "infer", iov)
+    (pred,) = sorted((tmp_path / "pred").glob("*.nii.gz"))
+    source = nib.load(adam.infer_input)
+    assert nib.load(pred).shape == source.shape
+    assert torch.allclose(torch.as_tensor(nib.load(pred).affine), torch.as_tensor(source.affine), atol=1e-3)
+
+
+def _detector_overrides(data: SmokeData, out: Path) -> dict[str, Any]:
+    return {
+        "dataset_dir": str(data.dataset_dir),
+        "datalist": str(data.datalist),
+        "max_epochs": 1,
+        "val_interval": 1,
+        "batch_size": 1,
+        "augmentation_args#num_samples": 1,
+        "num_workers": 0,
+        "cache": "none",
+        "ckpt_dir": str(out / "models"),
+        "output_dir": str(out / "eval"),
+        "log_dir": str(out / "logs"),
+        **TINY_DETECTOR,
+    }
+
+
+@pytest.mark.slow
+def test_detector_stock_cli_train_evaluate_infer(adam: SmokeData, tmp_path: Path):
+    """Train one epoch, evaluate (FROC files) and detect with ``python -m monai.bundle run``."""
+    ov = _detector_overrides(adam, tmp_path)
+    log = tmp_path / "cli.log"
+    run_bundle(DETECTOR, TRAIN, ov, log_file=log)
+    assert (tmp_path / "models" / "model.pt").is_file(), "the validation did not save the best weights"
+    run_bundle(DETECTOR, EVALUATE, ov, log_file=log)
+    _check_froc(tmp_path / "eval", adam)
+    keep = ("dataset_dir", "num_workers", "preprocessing_args#pixdim", "val_patch_size", "anchor_shapes")
+    iov = {k: v for k, v in ov.items() if k in keep or k in ("backbone_depth", "fpn_channels")}
+    iov |= {"input_data": adam.infer_input, "ckpt_path": str(tmp_path / "models" / "model.pt")}
+    iov["output_dir"] = str(tmp_path / "pred")
+    run_bundle(DETECTOR, INFER, iov, log_file=log)
+    (found,) = sorted((tmp_path / "pred").glob("*_detections.json"))
+    detections = json.loads(found.read_text())["detections"]
+    assert detections and all(0.0 <= d["score"] <= 1.0 and len(d["box"]) == 6 for d in detections)
+    shape = nib.load(adam.infer_input).shape
+    assert all(-1 <= v <= n for d in detections for v, n in zip(d["center_voxel"], shape, strict=True))
+
+
+@pytest.mark.slow
+def test_detector_workflows_have_their_properties(adam: SmokeData, tmp_path: Path):
+    ov = _detector_overrides(adam, tmp_path)
+    with cwd(DETECTOR):
+        for configs, kind, extra in (
+            (["configs/train.yaml"], "train", ov),
+            (["configs/train.yaml", "configs/evaluate.yaml"], "train", ov),
+            (["configs/inference.yaml"], "infer", {"input_data": adam.infer_input, "dataset_dir": ov["dataset_dir"]}),
+        ):
+            w = ConfigWorkflow(config_file=configs, workflow_type=kind, meta_file="configs/metadata.json", **extra)
+            w.initialize()
+            assert w.check_properties() == [], configs
+
+
+@pytest.mark.slow
+def test_detector_exports(tmp_path: Path):
+    """The export vendors what the detector's configs use (the torchvision-free feature pyramid, the box transforms,
+    the FROC handler); of the zoo's checks only ``verify_net_in_out`` fails: a detector returns feature maps, not one
+    tensor (the zoo's CI skips that check for its own detection bundle)."""
+    from shared_components.shipping.export import export_bundle
+
+    result = export_bundle(DETECTOR, tmp_path, "aneurysm_mra_retinanet_detection", untrained=True, onnx=False)
+    vendored = set(result.vendored)
+    for rel in ("scripts/networks/detection.py", "scripts/transforms/boxes.py", "scripts/evaluation/froc.py"):
+        assert rel in vendored, sorted(vendored)
+    failed = {c.check for c in result.checks if not c.ok and c.level == "error"}
+    assert failed <= {"verify_net_in_out"}, [str(c) for c in result.checks]
+    assert json.loads((result.path / "configs" / "inference.json").read_text())["detector"]
