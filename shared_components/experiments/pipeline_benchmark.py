@@ -11,6 +11,8 @@ shared with other work slows both alike. For each mode and epoch it records
 * ``compute_s``: forward, backward and optimizer step alone on batches of that epoch prepared beforehand (already
   on the device and augmented), times the iterations of an epoch (the weights, optimizer and random states are
   restored afterwards, so training goes on as if it had not happened);
+* ``step_s``: forward, backward and step as they ran inside the epoch (CPU; the same time window as ``epoch_s``, so
+  ``epoch_over_step`` is the ratio least exposed to a load that changes between epochs);
 * per iteration: ``data_wait_s`` (the trainer waiting for the data loader), ``augmentation_s`` (``prepare_batch``:
   the copy to the device and, in ``batch`` mode, the augmentation; CUDA events, no synchronisation),
   ``handlers_s`` (handlers of the iteration's end, plus MONAI's decollation of batch and output) and
@@ -187,7 +189,7 @@ class _Run:
         def epoch_started(engine: Any) -> None:
             self._timed = _TimedPrepare(self._prepare, self.device, self.keep)
             engine.prepare_batch = self._timed
-            self._acc = dict.fromkeys(("data_wait", "handlers", "process"), 0.0)
+            self._acc = dict.fromkeys(("data_wait", "handlers", "process", "model"), 0.0)
             if self.device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(self.device)
                 mark["vram0"] = torch.cuda.memory_allocated(self.device)
@@ -204,7 +206,12 @@ class _Run:
         trainer.add_event_handler(Events.GET_BATCH_STARTED, lambda e: mark.__setitem__("get", time.perf_counter()))
         trainer.add_event_handler(Events.GET_BATCH_COMPLETED, lambda e: add("data_wait", "get"))
         first(Events.ITERATION_STARTED, lambda e: mark.__setitem__("iteration", time.perf_counter()))
-        first(IterationEvents.MODEL_COMPLETED, lambda e: mark.__setitem__("decollate", time.perf_counter()))
+
+        def model_completed(engine: Any) -> None:
+            mark["decollate"] = time.perf_counter()
+            add("model", "iteration")
+
+        first(IterationEvents.MODEL_COMPLETED, model_completed)
         trainer.add_event_handler(IterationEvents.MODEL_COMPLETED, lambda e: add("handlers", "decollate"))
 
         def iteration_done(engine: Any) -> None:
@@ -232,6 +239,9 @@ class _Run:
             "handlers_s": self._acc["handlers"] / iterations,
             "process_s": self._acc["process"] / iterations,
         }
+        # forward, backward and step as they ran in the epoch (CPU: the prepare_batch time taken out; on a GPU
+        # they are only queued by then): the same time window as epoch_s, whatever the load did meanwhile
+        record["step_s"] = self._acc["model"] - record["augmentation_s"] * iterations
         if self.device.type == "cuda":
             peak = torch.cuda.max_memory_allocated(self.device) - self._marks.get("vram0", 0)
             record["peak_vram_mb"] = peak / 2**20
@@ -301,7 +311,7 @@ def _median(values: Sequence[float]) -> float:
 def _summary(run: _Run, warmup: int) -> dict[str, Any]:
     measured = run.epochs[warmup:] or run.epochs
     keys = ("epoch_s", "compute_s", "epoch_cpu_s", "compute_cpu_s")
-    keys += ("data_wait_s", "augmentation_s", "handlers_s", "process_s", "epoch_end_s")
+    keys += ("step_s", "data_wait_s", "augmentation_s", "handlers_s", "process_s", "epoch_end_s")
     out: dict[str, Any] = {k: _median([e.get(k) for e in measured]) for k in keys}
     iterations = measured[0]["iterations"]
     out["iterations"] = iterations
@@ -309,8 +319,9 @@ def _summary(run: _Run, warmup: int) -> dict[str, Any]:
     out["epoch_over_compute"] = out["epoch_s"] / out["compute_s"]
     # the same in CPU seconds of this process (all its threads): what the epoch did, whatever else ran
     out["cpu_epoch_over_compute"] = out["epoch_cpu_s"] / out["compute_cpu_s"]
-    # ratios of each measured epoch to the compute pass right after it (the least exposed to a changing load)
+    # each measured epoch against the compute pass right after it, and against its own steps (the same window)
     out["epoch_over_compute_per_epoch"] = [e["epoch_s"] / e["compute_s"] for e in measured]
+    out["epoch_over_step"] = _median([e["epoch_s"] / e["step_s"] for e in measured])
     out["peak_ram_mb"] = run.peak_rss
     out["peak_vram_mb"] = max((e.get("peak_vram_mb", 0.0) for e in run.epochs), default=0.0)
     out["epochs"] = run.epochs
@@ -451,13 +462,13 @@ def format_result(result: Mapping[str, Any]) -> str:
     )
     rows = [
         head,
-        "mode    epoch_s  compute_s  epoch/compute  (CPU s: epoch/compute)  per iteration: data_wait  augmentation  "
-        "handlers  overhead  peak RAM MB  peak VRAM MB",
+        "mode    epoch_s  compute_s  epoch/compute  (CPU s: epoch/compute)  epoch/step  per iteration: data_wait  "
+        "augmentation  handlers  overhead  peak RAM MB  peak VRAM MB",
     ]
     for mode, m in result["modes"].items():
         rows.append(
             f"{mode:<7} {m['epoch_s']:7.2f}  {m['compute_s']:9.2f}  {m['epoch_over_compute']:13.3f}  "
-            f"{m['cpu_epoch_over_compute']:22.3f}  "
+            f"{m['cpu_epoch_over_compute']:22.3f}  {m['epoch_over_step']:10.3f}  "
             f"{m['data_wait_s']:25.4f}  {m['augmentation_s']:12.4f}  {m['handlers_s']:8.4f}  {m['overhead_s']:8.4f}  "
             f"{m['peak_ram_mb']:11.0f}  {m['peak_vram_mb']:12.0f}"
         )

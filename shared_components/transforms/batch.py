@@ -184,8 +184,8 @@ class Spatial(BatchOp):
         self, smooth: np.ndarray, size: np.ndarray, seed: int, sizes: list[int], device: torch.device
     ) -> Tensor:
         """Smooth random offsets ``(*patch, 3)`` in normalised input coordinates: Gaussian noise on a coarse grid
-        (one node per ``smooth`` fraction of the patch) upsampled trilinearly, scaled to at most ``size`` (a
-        fraction of the patch) per axis."""
+        (one node per ``smooth`` fraction of the patch) upsampled trilinearly, scaled per axis to at most ``size``
+        in the patch's own normalised units (1 = half the patch), as nnU-Net's ``elastic_deform_magnitude``."""
         patch = [int(s) for s in self.patch_size]
         coarse = [max(2, min(p, round(1.0 / max(s, 1e-3)) + 1)) for p, s in zip(patch, smooth, strict=True)]
         noise = torch.randn([1, 3, *coarse], generator=_generator(seed, device), device=device)
