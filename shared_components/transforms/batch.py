@@ -79,6 +79,16 @@ def _draw(rng: np.random.Generator, bounds: Sequence[float], style: str = "unifo
     return float(values[0]) if size is None else values
 
 
+def _channel_values(
+    rng: np.random.Generator, prob: float, bounds: Sequence[float], style: str, channels: int, per_channel: bool
+) -> np.ndarray | None:
+    """One value per channel drawn with :func:`_draw` (the first repeated unless ``per_channel``), or ``None`` when
+    the op is not applied (probability ``1 - prob``); the draws happen either way, so streams stay aligned."""
+    apply = rng.random() < prob
+    values = _draw(rng, bounds, style, channels)
+    return (values if per_channel else np.full(channels, values[0])) if apply else None
+
+
 def _channels(rng: np.random.Generator, channels: int, p_channel: float) -> np.ndarray:
     return rng.random(channels) < p_channel
 
@@ -290,9 +300,7 @@ class Brightness(BatchOp):
     per_channel: bool = True
 
     def draw(self, rng: np.random.Generator, channels: int) -> Any:
-        apply = rng.random() < self.prob
-        values = _draw(rng, self.factor, self.style, channels)
-        return (values if self.per_channel else np.full(channels, values[0])) if apply else None
+        return _channel_values(rng, self.prob, self.factor, self.style, channels, self.per_channel)
 
     def __call__(self, image: Tensor, label: Tensor | None, params: Sequence[Any]) -> tuple[Tensor, Tensor | None]:
         if any(p is not None for p in params):
@@ -311,8 +319,7 @@ class Shift(BatchOp):
     per_channel: bool = False
 
     def draw(self, rng: np.random.Generator, channels: int) -> Any:
-        apply, values = rng.random() < self.prob, rng.uniform(self.offset[0], self.offset[1], channels)
-        return (values if self.per_channel else np.full(channels, values[0])) if apply else None
+        return _channel_values(rng, self.prob, self.offset, "uniform", channels, self.per_channel)
 
     def __call__(self, image: Tensor, label: Tensor | None, params: Sequence[Any]) -> tuple[Tensor, Tensor | None]:
         if any(p is not None for p in params):
@@ -351,10 +358,8 @@ class Contrast(BatchOp):
     per_channel: bool = True
 
     def draw(self, rng: np.random.Generator, channels: int) -> Any:
-        apply = rng.random() < self.prob
-        values = _draw(rng, self.factor, self.style, channels)
-        values = values if self.per_channel else np.full(channels, values[0])
-        return {"channels": np.ones(channels, bool), "factor": values} if apply else None
+        values = _channel_values(rng, self.prob, self.factor, self.style, channels, self.per_channel)
+        return None if values is None else {"channels": np.ones(channels, bool), "factor": values}
 
     def __call__(self, image: Tensor, label: Tensor | None, params: Sequence[Any]) -> tuple[Tensor, Tensor | None]:
         c = image.shape[1]
@@ -411,10 +416,8 @@ class Gamma(BatchOp):
     per_channel: bool = True
 
     def draw(self, rng: np.random.Generator, channels: int) -> Any:
-        apply = rng.random() < self.prob
-        values = _draw(rng, self.gamma, self.style, channels)
-        values = values if self.per_channel else np.full(channels, values[0])
-        return {"channels": np.ones(channels, bool), "gamma": values} if apply else None
+        values = _channel_values(rng, self.prob, self.gamma, self.style, channels, self.per_channel)
+        return None if values is None else {"channels": np.ones(channels, bool), "gamma": values}
 
     def __call__(self, image: Tensor, label: Tensor | None, params: Sequence[Any]) -> tuple[Tensor, Tensor | None]:
         c = image.shape[1]
