@@ -28,6 +28,15 @@ def schemas_dir() -> Path:
     return shared_root() / "schemas"
 
 
+def named_schema(meta: dict) -> Path:
+    """The local copy (in :func:`schemas_dir`) of the schema a metadata.json names under ``schema``, the one the
+    zoo's ``verify_metadata`` downloads."""
+    schema = schemas_dir() / str(meta["schema"]).rsplit("/", 1)[-1]
+    if not schema.is_file():
+        raise FileNotFoundError(f"{schema} (the schema {meta['schema']} names) is not in {schemas_dir()}.")
+    return schema
+
+
 def dataset_dir(name: str) -> str:
     """Folder of one dataset below :func:`data_root` (e.g. ``Task04_Hippocampus``), as a string for bundle configs."""
     return str(data_root() / name)

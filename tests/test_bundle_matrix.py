@@ -24,7 +24,7 @@ from shared_components.bundle.scaffold import BUNDLES_DIR
 from shared_components.data.datalist import split
 from shared_components.evaluation.metrics import METRICS
 from shared_components.evaluation.report import CASES, MEAN_CLASS, PER_CASE, PER_CASE_COLUMNS, SUMMARY_CSV, SUMMARY_JSON
-from shared_components.paths import schemas_dir
+from shared_components.paths import named_schema
 from tests.helpers import (
     BUNDLE_FILES,
     HIPPO,
@@ -41,7 +41,6 @@ from tests.helpers import (
 BUNDLES = scaffold.all_bundles()
 DATASETS = scaffold.spec_names("dataset")
 MODELS = scaffold.spec_names("model")
-SCHEMAS = sorted(schemas_dir().glob("meta_schema_*.json"))
 # verify_metadata(filepath=<schema>) warns "No hash value provided for <schema>" when it reads a schema without a
 # hash: these are the repository's own copies (shared/schemas), read from disk, never downloaded
 LOCAL_SCHEMAS = pytest.mark.filterwarnings("ignore:No hash value provided for .*meta_schema_.*json:UserWarning")
@@ -189,16 +188,16 @@ def test_bundle_files_header_and_docs(bundle: Path):
         assert json.loads((bundle / "configs" / "metadata.json").read_text())["eval_metrics"] == {}
 
 
-@pytest.mark.parametrize("schema", SCHEMAS, ids=lambda p: p.stem)
 @pytest.mark.parametrize("bundle", BUNDLES, ids=lambda p: p.name)
 @LOCAL_SCHEMAS
-def test_metadata_valid_and_matches_header(bundle: Path, schema: Path):
-    """The metadata passes the schema, has the zoo's keys, and its input/output formats match the train.yaml header."""
-    assert len(SCHEMAS) == 2, f"expected the two shared schemas, found {SCHEMAS}"
-    verify_metadata(meta_file=str(bundle / "configs" / "metadata.json"), filepath=str(schema))  # raises if invalid
+def test_metadata_valid_and_matches_header(bundle: Path):
+    """The metadata passes the schema it names, has the zoo's keys (not the deprecated one MONAI warns about on every
+    run), and its input/output formats match the train.yaml header."""
     meta = json.loads((bundle / "configs" / "metadata.json").read_text())
-    for key in ("changelog", "eval_metrics", "required_packages_version", "optional_packages_version"):
+    verify_metadata(meta_file=str(bundle / "configs" / "metadata.json"), filepath=str(named_schema(meta)))  # raises
+    for key in ("changelog", "eval_metrics", "required_packages_version", "supported_apps"):
         assert key in meta, key
+    assert "optional_packages_version" not in meta
     config = header(bundle)
     image, pred = meta["network_data_format"]["inputs"]["image"], meta["network_data_format"]["outputs"]["pred"]
     assert image["num_channels"] == config["num_channels"] == len(image["channel_def"])
@@ -333,8 +332,8 @@ def test_create_makes_a_complete_valid_bundle(tmp_path: Path):
     bundle = scaffold.create("spleen_ct", "segresnet", root=tmp_path)
     assert scaffold.check(bundle) == []
     test_bundle_files_header_and_docs(bundle)
-    for schema in SCHEMAS:
-        verify_metadata(meta_file=str(bundle / "configs" / "metadata.json"), filepath=str(schema))
+    meta = json.loads((bundle / "configs" / "metadata.json").read_text())
+    verify_metadata(meta_file=str(bundle / "configs" / "metadata.json"), filepath=str(named_schema(meta)))
     config = header(bundle)
     assert config["preprocessing_args"]["intensity"] == {"kind": "ct", "a_min": -57, "a_max": 164}
     assert config["network_def"]["_target_"] == "SegResNet"

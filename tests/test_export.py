@@ -260,7 +260,7 @@ def test_hippocampus_export_passes_the_zoo_checks(hippo_export):
     names = {c.check for c in r.checks if c.ok}
     expected = {"files", "version/changelog", "inference keys", "train keys", "inference properties"}
     expected |= {"verify_net_in_out", "ckpt_export", "models/model.ts vs eager", "models/model.onnx vs eager"}
-    expected |= {"verify_metadata meta_schema_20220324.json", "verify_metadata meta_schema_20240725.json"}
+    expected |= {"verify_metadata meta_schema_20240725.json"}  # the schema the metadata names
     expected |= {"pre-commit rules", "monai-label properties", "metadata pins"}
     assert expected <= names
     assert r.torchscript and r.onnx and (r.path / "models" / "model.ts").is_file()
@@ -316,7 +316,7 @@ def test_metadata_pins_what_the_code_imports_and_declares_monai_label(hippo_expo
     assert not {"torch", "monai", "numpy", "monai-seg-bundles", "mlflow"} & set(pins)
     for dist, version in {**pins, "numpy": meta["numpy_version"]}.items():
         assert version == pinned_version(dist, importlib.metadata.version(dist)), dist
-    assert meta["optional_packages_version"] == {}  # not a duplicate (required by the 2022 schema only)
+    assert "optional_packages_version" not in meta  # deprecated: MONAI warns about it on every run
     assert meta["supported_apps"] == {"monai-label": MONAI_LABEL_VERSION}
 
 

@@ -29,10 +29,6 @@ BUNDLE = BUNDLES_DIR / HIPPO
 NOISE = ("No hash value provided", "Detected deprecated name", "`torch.cuda.amp.GradScaler(args...)` is deprecated")
 # MONAI's security notice of `monai.bundle run` (before any config code runs; deliberately kept)
 SECURITY_NOTICE = re.compile(r"^parsing config_file .*Only proceed if this config is from a source you trust")
-# MONAI renames a metadata.json that still has the key (`Detected deprecated name ...`): tolerated only until the
-# bundle's metadata drops it, then the check is strict again
-OLD_METADATA = '"optional_packages_version"' in (BUNDLE / "configs" / "metadata.json").read_text()
-DEPRECATED_NAME = "Detected deprecated name 'optional_packages_version'"
 
 
 def _cli(configs: tuple[str, ...], overrides: dict, log: Path) -> tuple[int, str, str]:
@@ -58,8 +54,6 @@ def _unexpected(stderr: str) -> list[str]:
 
 
 def _assert_quiet(stderr: str) -> None:
-    if OLD_METADATA:
-        stderr = "\n".join(line for line in stderr.split("\n") if not line.startswith(DEPRECATED_NAME))
     noisy = [n for n in NOISE if n in stderr]
     assert not noisy, f"noisy warnings printed: {noisy}"
     assert not _unexpected(stderr), f"unexpected stderr: {_unexpected(stderr)[:10]}"

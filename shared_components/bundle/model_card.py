@@ -13,6 +13,9 @@ import yaml
 from shared_components.bundle.layout import split_standard
 from shared_components.training import registry
 
+# the MONAI Label release the bundles are served with (scripts/monailabel_check.sh pins the same)
+MONAI_LABEL_VERSION = "0.8.5"
+SUPPORTED_APPS = {"monai-label": MONAI_LABEL_VERSION}
 SCHEMA = "https://github.com/Project-MONAI/MONAI-extra-test-data/releases/download/0.8.1/meta_schema_20240725.json"
 AUTHORS = "MONAI segmentation bundles contributors"
 PACKAGES = ("nibabel", "pytorch-ignite", "tensorboard")
@@ -172,8 +175,7 @@ class ModelCard:
             "pytorch_version": _version("torch"),
             "numpy_version": _version("numpy"),
             "required_packages_version": packages,
-            "optional_packages_version": packages,
-            "supported_apps": {},
+            "supported_apps": dict(SUPPORTED_APPS),
             "name": self.name[0].upper() + self.name[1:],
             "task": self.di["task"],
             "description": (

@@ -5,6 +5,8 @@ Optuna trial while its bundle run trains."""
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
 import logging
 import math
@@ -39,11 +41,37 @@ def mlflow_key(key: str) -> str:
 
 def tracking_uri(store: str | Path) -> str:
     """An MLflow tracking URI: ``store`` itself when it is one (``postgresql://...``, ``http://host:5000``), else the
-    SQLite store in the folder ``store`` (created)."""
+    SQLite store in the folder ``store`` (created, its tables made by one process at a time)."""
     if "://" in str(store):
         return str(store)
     Path(store).mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{Path(store) / DB}"
+    uri = f"sqlite:///{Path(store).resolve() / DB}"
+    _create_tables(uri, str(Path(store).resolve() / f"{DB}.lock"))
+    return uri
+
+
+@functools.cache
+def _create_tables(uri: str, lock: str) -> None:
+    """Let MLflow create (migrate) a SQLite store's tables under an exclusive file lock: workers of one study that
+    open a new store at the same moment otherwise race in its migrations (``duplicate column name``)."""
+    from mlflow.tracking import MlflowClient
+
+    with open(lock, "a") as f, _exclusive(f):
+        MlflowClient(uri).search_experiments(max_results=1)
+
+
+@contextlib.contextmanager
+def _exclusive(f: Any) -> Any:
+    try:
+        import fcntl
+    except ImportError:  # Windows: no lock (one worker per store there)
+        yield
+        return
+    fcntl.flock(f, fcntl.LOCK_EX)
+    try:
+        yield
+    finally:
+        fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def _artifacts(store: str | Path) -> str | None:

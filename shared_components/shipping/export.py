@@ -37,7 +37,7 @@ import torch
 import yaml
 from monai.bundle import ConfigParser
 
-from shared_components.bundle.model_card import README_UNTRAINED, UNTRAINED_NOTE
+from shared_components.bundle.model_card import MONAI_LABEL_VERSION, README_UNTRAINED, SUPPORTED_APPS, UNTRAINED_NOTE
 from shared_components.bundle.scaffold import _dump
 from shared_components.files import atomic_dir, atomic_path
 from shared_components.shipping import isolation, runtime, vendor
@@ -55,9 +55,6 @@ OWN_KEYS = {"torch", "monai", "numpy"}
 PY310_NEWEST = {"numpy": "2.2.6", "scipy": "1.15.3", "pandas": "2.3.3", "matplotlib": "3.10.9"}
 # the Python versions an export's pins must install on (the zoo CI's 3.10 to 3.12)
 PYTHONS = ("3.10", "3.11", "3.12")
-# the MONAI Label release the exports are served with (scripts/monailabel_check.sh pins the same)
-MONAI_LABEL_VERSION = "0.8.5"
-SUPPORTED_APPS = {"monai-label": MONAI_LABEL_VERSION}
 # networks MONAI cannot script: their TorchScript is traced, and the zoo lists such bundles in
 # ci/bundle_custom_data.py:exclude_verify_torchscript_list (as it does its own swin_unetr_btcv_segmentation)
 NOT_SCRIPTABLE = ("SwinUNETR",)
@@ -353,7 +350,7 @@ def _build(
     modules = vendored.third_party | _config_modules(configs.values())
     meta["numpy_version"] = pinned_version("numpy", importlib.metadata.version("numpy"))
     meta["required_packages_version"] = package_pins(modules, declared)
-    meta["optional_packages_version"] = {}  # deprecated by the 20240725 schema, still required by 20220324
+    meta.pop("optional_packages_version", None)  # deprecated (MONAI warns on every run); the 20240725 schema drops it
     meta["supported_apps"] = dict(SUPPORTED_APPS)
     meta["description"] = export_description(meta.get("description", ""), result.trained, ext)
     if not result.trained:

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from shared_components.bundle.runner import bundle_command, output_overrides, run_bundle
-from shared_components.paths import schemas_dir
+from shared_components.paths import named_schema
 
 GUARD = '''"""Import guard: this environment must run bundles without the monai-seg-bundles source package."""
 import sys
@@ -90,9 +90,9 @@ def verify_export(
     """Run the zoo's offline checks on ``bundle_dir`` in an isolated subprocess, after writing the ``export``
     formats (``'ts'``, ``'onnx'``) there; returns every check's result and what each export did."""
     bundle_dir = Path(bundle_dir).resolve()
-    schemas = [Path(s) for s in schemas] if schemas else sorted(schemas_dir().glob("meta_schema_*.json"))
-    if not schemas:
-        raise FileNotFoundError(f"no Model Zoo metadata schemas in {schemas_dir()}; set SEG_SHARED_DIR.")
+    if not schemas:  # the schema the metadata names (the one the zoo's CI validates against)
+        schemas = [named_schema(json.loads((bundle_dir / "configs" / "metadata.json").read_text()))]
+    schemas = [Path(s) for s in schemas]
     with tempfile.TemporaryDirectory() as tmp:
         report = Path(tmp) / "report.json"
         cmd = [sys.executable, str(guard_dir() / "zoo_offline_checks.py"), str(bundle_dir), "--report", str(report)]

@@ -32,7 +32,7 @@ import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
-from shared_components.paths import schemas_dir
+from shared_components.paths import named_schema
 from shared_components.shipping import isolation, zoo_offline_checks
 
 ZOO_ENV = "MONAI_MODEL_ZOO"
@@ -117,9 +117,7 @@ def stage(export_dir: str | os.PathLike, zoo: str | os.PathLike, root: str | os.
     shutil.copytree(export_dir, bundle, ignore=shutil.ignore_patterns("eval", "__pycache__"))
     (root / "models" / "model_info.json").write_text("{}\n")
     meta = json.loads((bundle / "configs" / "metadata.json").read_text())
-    schema = schemas_dir() / str(meta["schema"]).rsplit("/", 1)[-1]
-    if not schema.is_file():
-        raise FileNotFoundError(f"{schema} (the schema {meta['schema']} names) is not in {schemas_dir()}.")
+    schema = named_schema(meta)
     (bundle / "eval").mkdir()
     shutil.copy(schema, bundle / "eval" / "schema.json")
     for app in meta.get("supported_apps") or {}:
