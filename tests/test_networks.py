@@ -10,7 +10,7 @@ from monai.bundle import ConfigParser
 from shared_components.bundle.scaffold import BUNDLES_DIR, spec_names
 from shared_components.networks import MedFormer, nnunet_dynunet, plan_dynunet
 from shared_components.networks.medformer import BidirectionalAttention
-from shared_components.training import build_loss
+from shared_components.training import build_loss, prepare_network
 from tests.helpers import tiny_overrides, tiny_patch
 
 # the bundles' tiny MedFormer, as constructor arguments
@@ -121,6 +121,20 @@ def test_hippocampus_network_is_sized_like_the_reference_unet(model: str):
     parser.read_config(BUNDLES_DIR / f"hippocampus_mri_{model}" / "configs" / "inference.yaml")
     count = sum(p.numel() for p in parser.get_parsed_content("network_def").parameters())
     assert 1.0e6 < count < 2.0e6, f"{model}: {count} parameters"
+
+
+@pytest.mark.parametrize("model", spec_names("model"))
+def test_every_trainable_parameter_gets_a_gradient(model: str):
+    """What DistributedDataParallel needs without find_unused_parameters: after prepare_network, one training
+    backward reaches every trainable parameter (MONAI's UNETR builds cross-attention norms it never uses)."""
+    parser = ConfigParser()
+    parser.read_config(BUNDLES_DIR / f"hippocampus_mri_{model}" / "configs" / "train.yaml")
+    parser.update(tiny_overrides(model))
+    net = prepare_network(parser.get_parsed_content("network_def"), "cpu").train()
+    out = net(_seeded(1, 1, *tiny_patch(model)))
+    sum(o.float().mean() for o in (out if isinstance(out, list | tuple) else [out])).backward()
+    missing = [name for name, p in net.named_parameters() if p.requires_grad and p.grad is None]
+    assert not missing, f"{model}: trainable parameters without a gradient: {missing[:5]}"
 
 
 # ---- every model: one tensor in eval mode, TorchScript as documented ---------------------------------------------

@@ -295,17 +295,7 @@ assert w.check_properties() == [], w.check_properties()
 """
 
 
-# MONAI 1.6.1's UNETR has parameters no forward pass uses (each block's `norm_cross_attn`), which DDP refuses unless
-# built with find_unused_parameters=True: a bug of every UNETR bundle's multi_gpu_train config, not of the export
-DIST_FAMILIES = [
-    pytest.param(m, marks=pytest.mark.xfail(reason="UNETR's unused norm_cross_attn under DDP", strict=True))
-    if m == "unetr"
-    else m
-    for m in FAMILIES
-]
-
-
-@pytest.mark.parametrize("model", DIST_FAMILIES)
+@pytest.mark.parametrize("model", FAMILIES)
 def test_zoo_unit_test_pattern_dist(model, family_export, hippo_dir, six_cases, tmp_path):
     """The zoo's *_dist unit tests: the overridden [train, multi_gpu_train] config under torchrun (2 processes,
     gloo on CPU), then [train, evaluate, multi_gpu_evaluate] checked for its properties and run the same way."""
