@@ -61,6 +61,8 @@ def test_zoo_name():
     assert zoo_name("hippocampus_mri_unet") == "hippocampus_mri_unet_segmentation"
     assert zoo_name("Spleen-CT seg") == "spleen_ct_seg_segmentation"
     assert zoo_name("spleen_ct_segmentation") == "spleen_ct_segmentation"
+    assert zoo_name("aneurysm_mra_retinanet", "detection") == "aneurysm_mra_retinanet_detection"
+    assert zoo_name("lung_nodule_ct_detection") == "lung_nodule_ct_detection"
 
 
 def test_vendor_copies_only_what_is_used_with_relative_imports(tmp_path):

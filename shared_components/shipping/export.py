@@ -88,10 +88,18 @@ class ExportResult:
         return not isolation.failures(self.checks)
 
 
-def zoo_name(bundle_name: str) -> str:
-    """Model Zoo name of a bundle: lower-case words joined by ``_``, ending with the task (``_segmentation``)."""
+def zoo_name(bundle_name: str, task: str = "segmentation") -> str:
+    """Model Zoo name of a bundle: lower-case words joined by ``_``, ending with the task (``_segmentation``,
+    ``_detection``)."""
     name = re.sub(r"[^0-9a-zA-Z]+", "_", bundle_name).strip("_").lower()
-    return name if name.endswith("segmentation") else f"{name}_segmentation"
+    return name if name.endswith(("segmentation", "detection")) else f"{name}_{task}"
+
+
+def bundle_task(bundle: Path) -> str:
+    """``detection`` for a bundle whose network returns an object (boxes), else ``segmentation``."""
+    meta = json.loads((Path(bundle) / "configs" / "metadata.json").read_text())
+    outputs = meta.get("network_data_format", {}).get("outputs", {}).values()
+    return "detection" if any(o.get("type") == "object" for o in outputs) else "segmentation"
 
 
 def export_dest(out_dir: str | Path, name: str) -> Path:
@@ -264,7 +272,7 @@ def export_bundle(
         raise ValueError(f"config_format must be 'json' or 'yaml', got {config_format!r}.")
     if large_files is not None and not re.match(r"^[a-z][a-z0-9+.-]*://", str(large_files)):
         raise ValueError(f"--large_files needs the URL the weights will be downloaded from, got {large_files!r}.")
-    name = name or zoo_name(src.name)
+    name = name or zoo_name(src.name, bundle_task(src))
     out_dir = Path(out_dir).resolve()
     dest = export_dest(out_dir, name)
     if dest.exists() and not overwrite:
