@@ -204,7 +204,7 @@ def _call(fn: Callable[..., Any], args: list[str], prog: str) -> None:
 
     try:
         fire.Fire(fn, command=args, name=prog)
-    except (DataValidationError, FileNotFoundError, ValueError) as e:
+    except (DataValidationError, FileNotFoundError, FileExistsError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
     except BrokenPipeError:

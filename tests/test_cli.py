@@ -125,6 +125,17 @@ def test_boolean_flags_take_true_and_false():
     assert cli._bool_flags(f, args) == ["--zip", "--noonnx", "--n", "1", "--zip", "--", "--onnx", "true"]
 
 
+@pytest.mark.parametrize("error", [FileExistsError, FileNotFoundError, ValueError])
+def test_expected_errors_end_with_one_line_and_status_2(error, capsys):
+    def f() -> None:
+        raise error("out/x exists; pass --overwrite to replace it.")
+
+    with pytest.raises(SystemExit) as done:
+        cli._call(f, [], "prog")
+    assert done.value.code == 2
+    assert capsys.readouterr().err == "error: out/x exists; pass --overwrite to replace it.\n"
+
+
 def test_synthetic_list_shows_whole_sentences():
     out = cli._resolve("shared_components.commands:synthetic")("list")
     entries: list[str] = []
