@@ -183,6 +183,8 @@ def test_bundle_files_header_and_docs(bundle: Path):
     _, md = scaffold.pair_specs(dataset, model)
     assert all(p % md["patch_multiple"] == 0 for p in config["patch_size"]), "patch not divisible for the network"
     readme = (bundle / "docs" / "README.md").read_text()
+    mode = config.get("augmentation_args", {}).get("mode", "sample")
+    assert f"(`augmentation_args#mode` `{mode}`" in readme, "the model card does not say where augmentation runs"
     if not (bundle / "models" / "model.pt").exists():
         assert "No trained weights are shipped" in readme
         assert json.loads((bundle / "configs" / "metadata.json").read_text())["eval_metrics"] == {}

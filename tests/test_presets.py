@@ -160,9 +160,14 @@ def test_model_cards_take_the_registry_descriptions():
     card.config["multilabel"] = True
     assert card.loss_text() == "Dice + binary cross-entropy (batch Dice), on each sigmoid region channel"
     strong = model_card.describe_augmentation({"augmentation": "strong", "flip_axes": [1, 2]})
-    assert strong == "mirroring along axes 1, 2" + registry.get("augmentation", "strong").description[9:]
-    assert model_card.describe_augmentation({"augmentation": "none"}) == "none"
-    assert model_card.describe_augmentation({"augmentation": "custom"}) == "see augmentation_args"
+    sample = "; applied to each patch in the data loader's workers (`augmentation_args#mode` `sample`)"
+    assert strong == "mirroring along axes 1, 2" + registry.get("augmentation", "strong").description[9:] + sample
+    assert model_card.describe_augmentation({"augmentation": "none"}) == "none" + sample
+    batch = model_card.describe_augmentation({"augmentation": "custom", "mode": "batch"})
+    assert (
+        batch
+        == "see augmentation_args; applied to the collated batch on the training device (`augmentation_args#mode` `batch`)"
+    )
 
 
 def _fresh(code: str, cwd: Path) -> None:

@@ -123,7 +123,11 @@ def describe_augmentation(aug: dict[str, Any]) -> str:
     flips = aug.get("flip_axes")
     axes = "" if flips is None else f" along axes {', '.join(str(a) for a in flips)}" if flips else " (none)"
     text = _description("augmentation", aug.get("augmentation", "default"), "see augmentation_args")
-    return text.replace("mirroring", f"mirroring{axes}", 1)
+    where = {
+        "sample": "each patch in the data loader's workers (`augmentation_args#mode` `sample`)",
+        "batch": "the collated batch on the training device (`augmentation_args#mode` `batch`)",
+    }.get(aug.get("mode", "sample"), f"`augmentation_args#mode` {aug.get('mode')}")
+    return text.replace("mirroring", f"mirroring{axes}", 1) + f"; applied to {where}"
 
 
 class ModelCard:
