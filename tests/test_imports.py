@@ -56,3 +56,15 @@ def test_export_named_like_its_module_stays_the_export():
         "print(callable(fingerprint) and fingerprint.__name__)"
     )
     assert _fresh(code) == "fingerprint"
+
+
+def test_architecture_doc_names_every_module():
+    """docs/architecture.md names every module of the package, so a new module is placed where a reader looks."""
+    doc = (REPO_ROOT / "docs" / "architecture.md").read_text()
+    modules = sorted(
+        p
+        for p in (REPO_ROOT / "shared_components").rglob("*.py")
+        if p.name != "__init__.py" and "template" not in p.parts
+    )
+    missing = [str(p.relative_to(REPO_ROOT)) for p in modules if f"`{p.stem}`" not in doc]
+    assert not missing, f"docs/architecture.md does not name: {missing}"
