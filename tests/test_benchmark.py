@@ -21,10 +21,13 @@ pytestmark = pytest.mark.slow
 
 
 def variant(src, dst, old: str, new: str):
+    """A copy of the bundle ``src`` with ``old`` replaced by ``new`` in the header of train.yaml and inference.yaml
+    (which copies it), as `new_bundle.py sync` would give."""
     shutil.copytree(src / "configs", dst / "configs")
-    text = (dst / "configs" / "train.yaml").read_text()
-    assert old in text
-    (dst / "configs" / "train.yaml").write_text(text.replace(old, new))
+    for name in ("train.yaml", "inference.yaml"):
+        text = (dst / "configs" / name).read_text()
+        assert old in text, name
+        (dst / "configs" / name).write_text(text.replace(old, new))
     return dst
 
 
@@ -49,6 +52,7 @@ def grid(tmp_path_factory, hippo_dir, bundles_dir):
         "dataset_dir": str(hippo_dir),
         "overrides": {"batch_size": 2},
         "out": str(root / "results"),
+        "infer_cases": 1,
     }
     return root, run_benchmark(**kwargs), kwargs
 
@@ -64,6 +68,12 @@ def test_grid_goes_on_after_a_failure_and_the_table_matches_the_cases(grid):
     assert set(t.loc[["unet", "unet_small"], "status"]) == {"done"}
     assert sorted(t.loc[["unet", "unet_small"], "rank"]) == [1, 2]
     assert t.loc["unet", "parameters"] > 3 * t.loc["unet_small", "parameters"]
+    # inference timed end to end through the stock command (--infer_cases), next to the forward time
+    for model in ("unet", "unet_small"):
+        assert t.loc[model, "cli_seconds_per_volume"] > 0 and t.loc[model, "cli_startup_seconds"] > 0, model
+    cost = (results / "leaderboard.md").read_text().split("## Cost")[1].split("\n## ")[0]
+    rows = [line for line in cost.splitlines() if line.startswith(("| unet |", "| unet_small |"))]
+    assert len(rows) == 2 and not any("not measured" in line for line in rows), cost
 
     per_model = {}
     for model, bundle in (("unet", HIPPO), ("unet_small", "hippocampus_mri_unet_small")):

@@ -95,6 +95,8 @@ def command(settings: Mapping[str, Any]) -> str:
         args += ["--overrides", json.dumps(settings["overrides"])]
     if settings.get("out") not in (None, "results"):
         args += ["--out", settings["out"]]
+    if settings.get("infer_cases", 3) != 3:
+        args += ["--infer_cases", str(settings["infer_cases"])]
     return shlex.join(args)
 
 
@@ -115,6 +117,7 @@ def run_benchmark(
     force: bool = False,
     report: bool = True,
     storage: str | None = None,
+    infer_cases: int = 3,
 ) -> Path:
     """Train and evaluate every bundle on every fold with the same data, split, seed and budget, then report.
 
@@ -136,6 +139,8 @@ def run_benchmark(
         storage: a database shared by several workers (``sqlite:///grid.db`` on one machine,
             ``postgresql://user:pw@host/db`` across machines; the same command on each): each (bundle, fold) run is
             taken by one worker, and the report includes the runs of all (see :mod:`.workqueue`).
+        infer_cases: validation cases on which each finished run is also timed end to end through the stock
+            inference command (per volume and start-up, the leaderboard's inference columns); 0: not timed.
     """
     if max_epochs is None and time_budget is None:
         raise ValueError("Give --max_epochs and/or --time_budget (minutes): every model must get the same budget.")
@@ -173,6 +178,7 @@ def run_benchmark(
         "datalist_given": bool(datalist),
         "dataset_dir_given": bool(dataset_dir),
         "out": out,
+        "infer_cases": int(infer_cases),
         "machine": machine(),
     }
     _check_settings(results, settings, force)
@@ -195,7 +201,9 @@ def run_benchmark(
             if queue is not None and not queue.claim(bundle_dir.name, fold, force):
                 continue  # done, or held by another worker
             with queue.holding(bundle_dir.name, fold) if queue is not None else contextlib.nullcontext():
-                rec = train_and_evaluate(bundle_dir, run_dir, fold, common, train, save_predictions, force)
+                rec = train_and_evaluate(
+                    bundle_dir, run_dir, fold, common, train, save_predictions, force, int(infer_cases)
+                )
             rec["parameters"] = params[bundle_dir.name]
             write_json(run_dir / RUN_FILE, rec)
             if queue is not None:

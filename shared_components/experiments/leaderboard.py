@@ -43,7 +43,7 @@ CLI_NOTE = (
 )
 NO_CLI_NOTE = (
     " End to end through the stock inference command (per volume, and start-up once per command): not measured in "
-    "these runs (`train_and_evaluate(..., infer_cases=N)` times it)."
+    "these runs (`benchmark.py run --infer_cases N` times it)."
 )
 
 
