@@ -5,7 +5,7 @@ from typing import TYPE_CHECKING
 from shared_components.lazy import lazy_exports
 
 if TYPE_CHECKING:  # imported on first use, see shared_components.lazy
-    from shared_components.evaluation.ensemble import FoldEnsemble
+    from shared_components.evaluation.ensemble import FoldEnsemble, MirroredInferer, mirrored
     from shared_components.evaluation.handlers import SegmentationMetrics, class_names
     from shared_components.evaluation.metrics import METRICS, case_metrics, spacing_from_affine
     from shared_components.evaluation.postprocessing import evaluation_postprocessing
@@ -13,10 +13,12 @@ if TYPE_CHECKING:  # imported on first use, see shared_components.lazy
 __all__ = [
     "FoldEnsemble",
     "METRICS",
+    "MirroredInferer",
     "SegmentationMetrics",
     "case_metrics",
     "class_names",
     "evaluation_postprocessing",
+    "mirrored",
     "spacing_from_affine",
 ]
 

@@ -1,13 +1,16 @@
-"""A network that averages the probabilities of several trained copies (e.g. the models of all cross-validation
-folds), usable as ``network`` in any bundle's ``inference.yaml``."""
+"""Averaged probabilities: a network that averages several trained copies (e.g. the models of all cross-validation
+folds), usable as ``network`` in any bundle's ``inference.yaml``, and test-time mirroring (``tta_flip_axes``)."""
 
 from __future__ import annotations
 
 import copy
+import itertools
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
+from monai.inferers import Inferer
 from torch import nn
 
 
@@ -45,14 +48,68 @@ class FoldEnsemble(nn.Module):
             member.load_state_dict(load_weights(path, device))
             self.members.append(member.to(device).eval())
 
-    def _prob(self, logits: torch.Tensor | Sequence[torch.Tensor]) -> torch.Tensor:
-        if isinstance(logits, list | tuple):  # deep supervision: the full-resolution output comes first
-            logits = logits[0]
-        if logits.ndim == 6:  # stacked deep-supervision outputs [B, N, C, ...]
-            logits = logits[:, 0]
-        return torch.sigmoid(logits.float()) if self.multilabel else torch.softmax(logits.float(), dim=1)
-
     @torch.no_grad()
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        p = torch.stack([self._prob(m(x)) for m in self.members]).mean(0).clamp(1e-7, 1 - 1e-7)
-        return torch.logit(p) if self.multilabel else torch.log(p)
+        return as_logits(
+            torch.stack([probabilities(m(x), self.multilabel) for m in self.members]).mean(0), self.multilabel
+        )
+
+
+def probabilities(logits: torch.Tensor | Sequence[torch.Tensor], multilabel: bool = False) -> torch.Tensor:
+    """Softmax (sigmoid with ``multilabel``) probabilities of a network output, in float32; of a deep-supervision
+    output, its full-resolution head."""
+    if isinstance(logits, list | tuple):  # deep supervision: the full-resolution output comes first
+        logits = logits[0]
+    if logits.ndim == 6:  # stacked deep-supervision outputs [B, N, C, ...]
+        logits = logits[:, 0]
+    return torch.sigmoid(logits.float()) if multilabel else torch.softmax(logits.float(), dim=1)
+
+
+def as_logits(p: torch.Tensor, multilabel: bool = False) -> torch.Tensor:
+    """Logits whose softmax (sigmoid) gives back the probabilities ``p``: a bundle's usual post-processing applies."""
+    p = p.clamp(1e-7, 1 - 1e-7)
+    return torch.logit(p) if multilabel else torch.log(p)
+
+
+class MirroredInferer(Inferer):
+    """Test-time mirroring as nnU-Net does it: ``inferer``'s output on the input and on its mirror images along every
+    non-empty subset of ``axes`` (spatial axes: 0 is the first after the channel), each flipped back, averaged as
+    probabilities; returned as logits (:func:`as_logits`). Costs ``2 ** len(axes)`` passes."""
+
+    def __init__(self, inferer: Inferer, axes: Sequence[int], multilabel: bool = False):
+        super().__init__()
+        self.inferer, self.multilabel = inferer, multilabel
+        self.axes = sorted({int(a) for a in axes})
+        self.flips = [c for r in range(len(self.axes) + 1) for c in itertools.combinations(self.axes, r)]
+
+    def __call__(self, inputs: torch.Tensor, network: Any, *args: Any, **kwargs: Any) -> torch.Tensor:
+        spatial = inputs.ndim - 2
+        if any(a < 0 or a >= spatial for a in self.axes):
+            raise ValueError(f"tta_flip_axes {self.axes} must be spatial axes 0..{spatial - 1}.")
+        total = None
+        for flip in self.flips:
+            dims = [a + 2 for a in flip]
+            x = torch.flip(inputs, dims) if dims else inputs
+            p = probabilities(self.inferer(x, network, *args, **kwargs), self.multilabel)
+            p = torch.flip(p, dims) if dims else p
+            total = p if total is None else total + p
+        return as_logits(total / len(self.flips), self.multilabel)
+
+
+def mirrored(
+    inferer: Inferer, axes: Sequence[int] | None, multilabel: bool = False, trained_axes: Sequence[int] | None = None
+) -> Inferer:
+    """``inferer`` itself when ``axes`` is empty (the default: no test-time augmentation), else a
+    :class:`MirroredInferer` over those axes. With ``trained_axes`` (the training ``flip_axes``), mirroring along
+    any other axis is refused: a network never shown those mirror images can swap classes that lie along the axis
+    (the hippocampus model's anterior and posterior: mean Dice 0.876 -> 0.279 with ``[0, 1, 2]``)."""
+    if not axes:
+        return inferer
+    untrained = sorted({int(a) for a in axes} - {int(a) for a in (trained_axes or [])})
+    if trained_axes is not None and untrained:
+        raise ValueError(
+            f"tta_flip_axes {list(axes)}: the network was trained with mirroring along {list(trained_axes)} only "
+            f"(augmentation_args#flip_axes), not {untrained}; mirror along the trained axes, e.g. "
+            f"--tta_flip_axes {list(trained_axes)}."
+        )
+    return MirroredInferer(inferer, axes, multilabel)
