@@ -133,6 +133,7 @@ SEGBUNDLES = Group(
         "synthetic": Command("shared_components.commands:synthetic"),
         "evaluate": Command("shared_components.experiments.evaluate_data:evaluate_on_data", quiet=True),
         "cv": Command("shared_components.experiments.crossval:cross_validate"),
+        "ensemble": Command("shared_components.experiments.ensemble:ensemble", quiet=True),
         "benchmark": BENCHMARK,
         "tune": TUNE,
         "export": Command("shared_components.shipping.command:export"),

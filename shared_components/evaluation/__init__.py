@@ -5,12 +5,13 @@ from typing import TYPE_CHECKING
 from shared_components.lazy import lazy_exports
 
 if TYPE_CHECKING:  # imported on first use, see shared_components.lazy
-    from shared_components.evaluation.ensemble import FoldEnsemble, MirroredInferer, mirrored
+    from shared_components.evaluation.ensemble import BundleEnsemble, FoldEnsemble, MirroredInferer, mirrored
     from shared_components.evaluation.handlers import SegmentationMetrics, class_names
     from shared_components.evaluation.metrics import METRICS, case_metrics, spacing_from_affine
     from shared_components.evaluation.postprocessing import evaluation_postprocessing
 
 __all__ = [
+    "BundleEnsemble",
     "FoldEnsemble",
     "METRICS",
     "MirroredInferer",

@@ -113,3 +113,63 @@ def mirrored(
             f"--tta_flip_axes {list(trained_axes)}."
         )
     return MirroredInferer(inferer, axes, multilabel)
+
+
+class BundleEnsemble(Inferer):
+    """Average the probabilities of several trained bundles (e.g. the leaderboard's top three, different networks):
+    each member runs its own ``inferer`` (sliding window at its own patch size) with its own ``network_def`` and
+    weights, all on the same preprocessed input; the output is logits of the averaged probabilities (like
+    :class:`FoldEnsemble`). The network the evaluator passes is not used. Members must share the preprocessing
+    (:func:`check_same_preprocessing`)."""
+
+    def __init__(
+        self,
+        bundles: Sequence[str | Path],
+        device: torch.device | str = "cpu",
+        multilabel: bool = False,
+        checkpoints: Sequence[str | Path | None] | None = None,
+    ):
+        super().__init__()
+        if not bundles:
+            raise ValueError("BundleEnsemble needs at least one bundle.")
+        checkpoints = list(checkpoints or [None] * len(bundles))
+        if len(checkpoints) != len(bundles):
+            raise ValueError(f"{len(bundles)} bundles but {len(checkpoints)} checkpoints.")
+        self.multilabel, self.members = multilabel, []
+        for bundle, ckpt in zip(bundles, checkpoints, strict=True):
+            parser = bundle_parser(bundle)
+            network = parser.get_parsed_content("network_def").to(device)
+            network.load_state_dict(load_weights(ckpt or Path(bundle) / "models" / "model.pt", device))
+            self.members.append((network.eval(), parser.get_parsed_content("inferer")))
+
+    @torch.no_grad()
+    def __call__(self, inputs: torch.Tensor, network: Any = None, *args: Any, **kwargs: Any) -> torch.Tensor:
+        total = sum(probabilities(inf(inputs, net, *args, **kwargs), self.multilabel) for net, inf in self.members)
+        return as_logits(total / len(self.members), self.multilabel)
+
+
+def bundle_parser(bundle: str | Path) -> Any:
+    """A bundle's ``configs/inference.yaml``, read with its own ``bundle_root``."""
+    from monai.bundle import ConfigParser
+
+    bundle = Path(bundle).resolve()
+    parser = ConfigParser()
+    parser.read_config(str(bundle / "configs" / "inference.yaml"))
+    parser["bundle_root"] = str(bundle)
+    return parser
+
+
+def check_same_preprocessing(bundles: Sequence[str | Path]) -> None:
+    """Refuse an ensemble whose members preprocess differently (spacing, orientation, intensity) or predict other
+    classes: their probabilities would not be of the same voxels and labels."""
+    keys = ("preprocessing_args", "num_classes", "multilabel", "num_channels")
+    first = {k: bundle_parser(bundles[0])[k] for k in keys}
+    for bundle in bundles[1:]:
+        other = {k: bundle_parser(bundle)[k] for k in keys}
+        diff = [k for k in keys if other[k] != first[k]]
+        if diff:
+            detail = "; ".join(f"{k}: {first[k]!r} vs {other[k]!r}" for k in diff)
+            raise ValueError(
+                f"{Path(bundle).name} cannot join an ensemble with {Path(bundles[0]).name}: {detail}. Ensemble "
+                "bundles of one dataset spec (the same preprocessing and classes)."
+            )
