@@ -31,3 +31,25 @@ def test_check_properties_empty(bundles_dir, hippo_dir, tiny_hippo, monkeypatch,
         assert w.parser["train#trainer#train_handlers"] == f"@train{ID_SEP_KEY}handlers"  # wired by reference
         assert isinstance(w.parser["train#handlers"], list)
         assert w.parser.get_parsed_content("train#dataset#data")[0]["image"].startswith(str(hippo_dir))
+
+
+def test_selection_fold_trains_on_neither_and_evaluate_scores_the_fold(bundles_dir, hippo_dir, monkeypatch, tmp_path):
+    """--selection_fold k: training leaves out `fold` and k, validation (checkpoint choice) is k, evaluate.yaml scores
+    `fold`; the run folder says so (runs/fold0_seed0_select1)."""
+    import json
+
+    from shared_components.paths import PACKAGE_DIR
+
+    monkeypatch.chdir(bundles_dir / HIPPO)
+    datalist = json.loads((PACKAGE_DIR / "datalists" / "Task04_Hippocampus.json").read_text())
+    overrides = {"dataset_dir": str(hippo_dir), "datalist": datalist, "selection_fold": 1, "check_data": "off"}
+    train = ConfigWorkflow(config_file=["configs/train.yaml"], workflow_type="train", **overrides)
+    train.initialize()
+    folds = lambda key: {e["fold"] for e in train.parser.get_parsed_content(key)}  # noqa: E731
+    assert folds("train#dataset#data") == {2, 3, 4} and folds("validate#dataset#data") == {1}
+    assert train.parser.get_parsed_content("run_dir").endswith("runs/fold0_seed0_select1")
+    evaluate = ConfigWorkflow(
+        config_file=["configs/train.yaml", "configs/evaluate.yaml"], workflow_type="train", **overrides
+    )
+    evaluate.initialize()
+    assert {e["fold"] for e in evaluate.parser.get_parsed_content("validate#dataset#data")} == {0}

@@ -64,3 +64,26 @@ def test_fold_edge_cases():
         make_folds(entries, folds=5)
     with pytest.raises(ValueError, match="fold mode"):
         make_folds(entries, mode="random")
+
+
+def _datalist(folds: int = 3, per_fold: int = 2) -> dict:
+    training = [{"image": f"c{f}_{i}.nii.gz", "label": f"l{f}_{i}.nii.gz", "fold": f} for f in range(folds)
+                for i in range(per_fold)]  # fmt: skip
+    return {"training": training, "validation": [{"image": "v.nii.gz", "label": "lv.nii.gz"}]}
+
+
+def test_a_selection_fold_is_left_out_of_training_and_picks_the_checkpoint():
+    from shared_components.data.datalist import split
+
+    data = _datalist()
+
+    def folds(part: str, selection: int | None) -> list:
+        return [e.get("fold") for e in split(data, 0, part, "/d", selection)]
+
+    assert folds("train", None) == [1, 1, 2, 2] and folds("select", None) == folds("val", None) == [0, 0, None]
+    assert folds("train", 1) == [2, 2]  # neither the scored fold nor the selection fold
+    assert folds("select", 1) == [1, 1, None] and folds("val", 1) == [0, 0, None]  # val: still the scored fold
+    assert [e.get("fold") for e in split(data, 1, "select", "/d", 0)] == [0, 0, None]  # fold 0 may select
+    for bad in (0, 7):
+        with pytest.raises(ValueError, match=r"another fold of the datalist than fold=0 \(one of \[1, 2\]\)"):
+            split(data, 0, "train", "/d", bad)

@@ -61,7 +61,11 @@ def resolve_entry(entry: dict[str, Any], base_dir: str | None, keys: Sequence[st
 
 
 def split(
-    datalist: str | os.PathLike | dict[str, Any], fold: int | None = 0, part: str = "train", base_dir: str | None = None
+    datalist: str | os.PathLike | dict[str, Any],
+    fold: int | None = 0,
+    part: str = "train",
+    base_dir: str | None = None,
+    selection_fold: int | None = None,
 ) -> list[dict[str, Any]]:
     """Entries of one part of a cross-validation split, with absolute paths.
 
@@ -69,19 +73,32 @@ def split(
         datalist: a datalist file or its loaded content.
         fold: the fold held out for validation; ``None`` or ``-1`` trains on every ``training`` entry.
         part: ``train`` (training entries not in ``fold``), ``val`` (entries in ``fold``, plus any ``validation``
-            section), ``all`` (every training entry) or ``test``.
+            section), ``select`` (the entries that pick the best checkpoint: ``selection_fold``'s, else ``val``),
+            ``all`` (every training entry) or ``test``.
         base_dir: folder that relative paths are relative to (the bundle's ``dataset_dir``).
+        selection_fold: a second held-out fold, which picks the checkpoint (``select``) and is not trained on, so
+            ``fold`` is scored by a model chosen without it; ``None``: ``fold`` does both (the usual, optimistic).
     """
     data = load_datalist(datalist) if not isinstance(datalist, dict) else datalist
     training = data.get("training", [])
     use_folds = fold is not None and int(fold) >= 0
     if use_folds and training and any("fold" not in e for e in training):
         raise ValueError("Some training entries have no 'fold'; re-create the datalist with --folds N.")
-    if use_folds and training and int(fold) not in {int(e["fold"]) for e in training}:
-        found = sorted({int(e["fold"]) for e in training})
-        raise ValueError(f"fold={fold} is not in the datalist (folds present: {found}).")
+    present = sorted({int(e["fold"]) for e in training}) if use_folds else []
+    if use_folds and training and int(fold) not in present:
+        raise ValueError(f"fold={fold} is not in the datalist (folds present: {present}).")
+    chosen = None if selection_fold is None else int(selection_fold)
+    if chosen is not None and not (use_folds and chosen != int(fold) and chosen in present):
+        others = [f for f in present if not use_folds or f != int(fold)]
+        raise ValueError(
+            f"selection_fold={selection_fold} must be another fold of the datalist than fold={fold} "
+            f"(one of {others}), or null."
+        )
+    held_out = {int(fold), *([] if selection_fold is None else [int(selection_fold)])} if use_folds else set()
+    if part == "select":
+        part, fold = "val", fold if selection_fold is None else selection_fold
     if part == "train":
-        items = [e for e in training if not use_folds or int(e["fold"]) != int(fold)]
+        items = [e for e in training if not use_folds or int(e["fold"]) not in held_out]
     elif part == "val":
         items = [e for e in training if use_folds and int(e["fold"]) == int(fold)] + data.get("validation", [])
     elif part == "all":
@@ -89,7 +106,7 @@ def split(
     elif part == "test":
         items = data.get("test", [])
     else:
-        raise ValueError(f"part must be one of train, val, all, test; got {part!r}.")
+        raise ValueError(f"part must be one of train, val, select, all, test; got {part!r}.")
     return [resolve_entry(e, base_dir) for e in items]
 
 
