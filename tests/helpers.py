@@ -168,17 +168,25 @@ def run_workflow(bundle: Path, configs: list[str], workflow_type: str, overrides
     return w
 
 
-def smoke_overrides(model: str, data: SmokeData, out: Path) -> dict[str, Any]:
-    """One epoch of one iteration-sized batch, validation after it, outputs under ``out``."""
+def one_epoch(dataset_dir: str | Path, datalist: str | Path) -> dict[str, Any]:
+    """Overrides of a bundle run on ``datalist``: one epoch of batch 1, one sample per case, validation after it,
+    no cache or worker processes."""
     return {
-        "dataset_dir": str(data.dataset_dir),
-        "datalist": str(data.datalist),
+        "dataset_dir": str(dataset_dir),
+        "datalist": str(datalist),
         "max_epochs": 1,
         "val_interval": 1,
         "batch_size": 1,
         "augmentation_args#num_samples": 1,
         "num_workers": 0,
         "cache": "none",
+    }
+
+
+def smoke_overrides(model: str, data: SmokeData, out: Path) -> dict[str, Any]:
+    """One epoch of one iteration-sized batch, validation after it, outputs under ``out``."""
+    return {
+        **one_epoch(data.dataset_dir, data.datalist),
         "check_data": "quick",
         **output_overrides(out),
         **tiny_overrides(model),

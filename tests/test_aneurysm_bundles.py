@@ -25,7 +25,7 @@ from shared_components.data.datalist import split
 from shared_components.data.synthetic.mra import write_adam
 from shared_components.evaluation import froc
 from shared_components.evaluation.report import PER_CASE
-from tests.helpers import SmokeData, cwd, first_image, run_workflow, smoke_overrides
+from tests.helpers import SmokeData, cwd, first_image, one_epoch, run_workflow, smoke_overrides
 
 DETECTOR = BUNDLES_DIR / "aneurysm_mra_retinanet"
 SEGMENTATION = sorted(p for p in BUNDLES_DIR.glob("aneurysm_mra_*") if p.name not in STANDALONE_BUNDLES)
@@ -133,14 +133,7 @@ def test_segmentation_bundle_train_evaluate_infer(adam: SmokeData, tmp_path: Pat
 
 def _detector_overrides(data: SmokeData, out: Path) -> dict[str, Any]:
     return {
-        "dataset_dir": str(data.dataset_dir),
-        "datalist": str(data.datalist),
-        "max_epochs": 1,
-        "val_interval": 1,
-        "batch_size": 1,
-        "augmentation_args#num_samples": 1,
-        "num_workers": 0,
-        "cache": "none",
+        **one_epoch(data.dataset_dir, data.datalist),
         "ckpt_dir": str(out / "models"),
         "output_dir": str(out / "eval"),
         "log_dir": str(out / "logs"),

@@ -25,7 +25,7 @@ from shared_components.bundle import scaffold
 from shared_components.bundle.runner import output_overrides
 from shared_components.shipping import isolation, zoo_ci
 from shared_components.shipping.export import NOT_SCRIPTABLE, ExportResult, export_bundle
-from tests.helpers import tiny_overrides
+from tests.helpers import one_epoch, tiny_overrides
 
 pytestmark = pytest.mark.slow
 
@@ -220,14 +220,7 @@ print("unit tests passed")
 def _overrides(model: str, export: Path, hippo_dir: Path, datalist: Path, out: Path) -> dict:
     return {
         "bundle_root": str(export),
-        "dataset_dir": str(hippo_dir),
-        "datalist": str(datalist),
-        "max_epochs": 1,
-        "val_interval": 1,
-        "batch_size": 1,
-        "augmentation_args#num_samples": 1,
-        "num_workers": 0,
-        "cache": "none",
+        **one_epoch(hippo_dir, datalist),
         "check_data": "quick",
         **output_overrides(out),
         **tiny_overrides(model),

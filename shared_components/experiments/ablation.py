@@ -169,7 +169,7 @@ def ablate(
         timeout: minutes after which this worker starts no new run.
         objective: test hook ``module:function`` replacing the bundle run.
     """
-    from shared_components.experiments.tune import _load_objective, base_settings
+    from shared_components.experiments.tune import _load_objective, base_settings, study_setup
 
     seed_list = [int(s) for s in _names(str(seeds) if isinstance(seeds, int) else seeds)]
     if not seed_list:
@@ -184,14 +184,7 @@ def ablate(
     study = study or f"ablation_{bundle_dir.name}"
     storage = storage or f"sqlite:///{runs / 'ablation.db'}"
     setup = {
-        "kind": "ablation",
-        "study": study,
-        "bundle": bundle_dir.name,
-        "bundle_dir": str(bundle_dir),
-        "dataset": dataset,
-        "fold": int(fold),
-        "common": common,
-        "train": train,
+        **study_setup("ablation", study, bundle_dir, dataset, fold, common, train),
         "space": None,
         "variants": table,
         "seeds": seed_list,

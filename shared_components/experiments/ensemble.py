@@ -66,8 +66,8 @@ def ensemble(
     overrides: dict[str, Any] = {"tta_flip_axes": axes}
     if dataset_dir:
         overrides["dataset_dir"] = str(Path(dataset_dir).resolve())
+    inferer = f"$shared_components.evaluation.mirrored(shared_components.evaluation.BundleEnsemble({members}), "
     if fold is None:
-        inferer = f"$shared_components.evaluation.mirrored(shared_components.evaluation.BundleEnsemble({members}), "
         overrides |= {
             "evaluator#inferer": inferer + "@tta_flip_axes, @multilabel)",
             "handlers#0#_disabled_": True,  # the CheckpointLoader: every member loaded its own weights
@@ -76,7 +76,6 @@ def ensemble(
         }
         configs, what = INFER, f"predictions: {out_dir / 'predictions'}"
     else:
-        inferer = f"$shared_components.evaluation.mirrored(shared_components.evaluation.BundleEnsemble({members}), "
         overrides |= {
             "validate#evaluator#inferer": inferer + "@tta_flip_axes, @multilabel, @augmentation_args.get('flip_axes'))",
             "validate#handlers#0#_disabled_": True,

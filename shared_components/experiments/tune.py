@@ -598,6 +598,28 @@ def base_settings(
     return bundle_dir, dataset_name([bundle_dir]), common, train
 
 
+def study_setup(
+    kind: str,
+    study: str,
+    bundle_dir: Path,
+    dataset: str,
+    fold: int,
+    common: Mapping[str, Any],
+    train: Mapping[str, Any],
+) -> dict[str, Any]:
+    """The settings every study stores (``kind`` tune or ablation): what :func:`bind_setup` holds its workers to."""
+    return {
+        "kind": kind,
+        "study": study,
+        "bundle": bundle_dir.name,
+        "bundle_dir": str(bundle_dir),
+        "dataset": dataset,
+        "fold": int(fold),
+        "common": common,
+        "train": train,
+    }
+
+
 def mlflow_store(mlflow: bool | str | None, results: Path) -> str | None:
     """``True``: the benchmark's store ``<results>/runs``; a folder or tracking URI as given; ``False``: none."""
     if mlflow is False or mlflow is None or str(mlflow).lower() in ("false", "none", "0", "off"):
@@ -701,14 +723,7 @@ def run_study(
         print(f"--sampler grid: the grid has {trials} points, so the study has {trials} trials")
     results_dir = Path(results).resolve() / dataset
     setup = {
-        "kind": "tune",
-        "study": study,
-        "bundle": bundle_dir.name,
-        "bundle_dir": str(bundle_dir),
-        "dataset": dataset,
-        "fold": int(fold),
-        "common": common,
-        "train": train,
+        **study_setup("tune", study, bundle_dir, dataset, fold, common, train),
         "space": space_obj.to_dict(),
         "variants": None,
         "trials": int(trials),

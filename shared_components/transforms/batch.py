@@ -115,6 +115,17 @@ def _row_index(params: Sequence[Any], channels: int, key: str = "channels") -> l
     return [i * channels + c for i, p in enumerate(params) if p is not None for c in np.flatnonzero(p[key])]
 
 
+def _chosen_rows(image: Tensor, params: Sequence[Any], key: str) -> tuple[Tensor, Tensor, Tensor] | None:
+    """For an op drawn per channel: the ``(N * C, voxels)`` view of ``image`` (:func:`_rows`), the indices of the
+    rows it applies to, and each such row's ``params[...][key]`` value; ``None`` when it applies to none."""
+    c = image.shape[1]
+    index = _row_index(params, c)
+    if not index:
+        return None
+    rows = _rows(image)
+    return rows, _on(index, image.device), _on([params[r // c][key][r % c] for r in index], image.device, rows.dtype)
+
+
 # ---- the ops -----------------------------------------------------------------------------------------------------
 
 
@@ -362,13 +373,10 @@ class Contrast(BatchOp):
         return None if values is None else {"channels": np.ones(channels, bool), "factor": values}
 
     def __call__(self, image: Tensor, label: Tensor | None, params: Sequence[Any]) -> tuple[Tensor, Tensor | None]:
-        c = image.shape[1]
-        index = _row_index(params, c)
-        if index:
-            rows = _rows(image)
-            idx = _on(index, image.device)
+        chosen = _chosen_rows(image, params, "factor")
+        if chosen is not None:
+            rows, idx, f = chosen
             x = rows[idx]
-            f = _on([params[r // c]["factor"][r % c] for r in index], x.device, x.dtype)
             mean = _stats(x)[0][:, None]
             y = (x - mean) * f[:, None] + mean
             if self.preserve_range:
@@ -420,13 +428,10 @@ class Gamma(BatchOp):
         return None if values is None else {"channels": np.ones(channels, bool), "gamma": values}
 
     def __call__(self, image: Tensor, label: Tensor | None, params: Sequence[Any]) -> tuple[Tensor, Tensor | None]:
-        c = image.shape[1]
-        index = _row_index(params, c)
-        if index:
-            rows = _rows(image)
-            idx = _on(index, image.device)
+        chosen = _chosen_rows(image, params, "gamma")
+        if chosen is not None:
+            rows, idx, g = chosen
             x = -rows[idx] if self.invert else rows[idx]
-            g = _on([params[r // c]["gamma"][r % c] for r in index], x.device, x.dtype)
             if self.retain_stats:
                 mean, std = _stats(x)
             lo = x.amin(1, keepdim=True)
