@@ -1,11 +1,14 @@
 """The aneurysm bundles on synthetic ADAM data: a segmentation bundle trains, evaluates (segmentation metrics with
 volumetric similarity, the treated label ignored, and the FROC files) and infers; the RetinaNet detector does the same
-through the stock ``python -m monai.bundle run`` CLI, passes ``check_properties``, and exports; the scaffold leaves
-the hand-written detector alone."""
+through the stock ``python -m monai.bundle run`` CLI, passes ``check_properties``, exports, and shares one benchmark
+leaderboard with a segmentation bundle; the scaffold leaves the hand-written detector alone."""
 
 from __future__ import annotations
 
 import json
+import math
+import re
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +21,7 @@ from monai.bundle import ConfigWorkflow
 
 from shared_components.bundle import scaffold
 from shared_components.bundle.layout import STANDALONE_BUNDLES
-from shared_components.bundle.runner import EVALUATE, INFER, TRAIN, run_bundle
+from shared_components.bundle.runner import EVALUATE, INFER, OUTPUT_KEYS, TRAIN, output_overrides, run_bundle
 from shared_components.bundle.scaffold import BUNDLES_DIR, TEMPLATE_DIR
 from shared_components.data.converters.adam import convert_adam
 from shared_components.data.datalist import split
@@ -102,6 +105,20 @@ def test_detector_inference_matches_training():
     ]
 
 
+def test_detector_takes_the_overrides_the_benchmark_passes(monkeypatch: pytest.MonkeyPatch):
+    """The run-folder, resume, budget and evaluation overrides ``train_and_evaluate`` passes are ids of the detector's
+    configs, as of every segmentation bundle; a typo is answered with the closest id (the search walks the whole
+    config, the label map's integer keys included)."""
+    from shared_components.workflow.invocation import load_config, unknown_overrides
+
+    monkeypatch.chdir(DETECTOR)
+    parser = load_config(list(EVALUATE))
+    ids = [*OUTPUT_KEYS, "resume", "overwrite", "promote", "time_budget_minutes", "save_predictions", "progress"]
+    ids += ["max_epochs", "val_interval", "seed", "fold", "selection_fold", "eval_checkpoint"]
+    assert unknown_overrides(parser, ids) == []
+    assert unknown_overrides(parser, ["resum"]) == ["unknown override --resum: did you mean --resume?"]
+
+
 @pytest.mark.slow
 def test_segmentation_bundle_train_evaluate_infer(adam: SmokeData, tmp_path: Path):
     bundle = BUNDLES_DIR / "aneurysm_mra_unet"
@@ -132,24 +149,25 @@ def test_segmentation_bundle_train_evaluate_infer(adam: SmokeData, tmp_path: Pat
 
 
 def _detector_overrides(data: SmokeData, out: Path) -> dict[str, Any]:
-    return {
-        **one_epoch(data.dataset_dir, data.datalist),
-        "ckpt_dir": str(out / "models"),
-        "output_dir": str(out / "eval"),
-        "log_dir": str(out / "logs"),
-        **TINY_DETECTOR,
-    }
+    """One epoch of the tiny detector, its run folder ``out`` (``models/``, ``logs/``, ``eval/``)."""
+    return {**one_epoch(data.dataset_dir, data.datalist), **output_overrides(out), **TINY_DETECTOR}
 
 
 @pytest.mark.slow
 def test_detector_stock_cli_train_evaluate_infer(adam: SmokeData, tmp_path: Path):
-    """Train one epoch, evaluate (FROC files) and detect with ``python -m monai.bundle run``."""
+    """Train one epoch into a run folder, evaluate (FROC files and the evaluation tables) and detect with
+    ``python -m monai.bundle run``."""
     ov = _detector_overrides(adam, tmp_path)
     log = tmp_path / "cli.log"
     run_bundle(DETECTOR, TRAIN, ov, log_file=log)
     assert (tmp_path / "models" / "model.pt").is_file(), "the validation did not save the best weights"
-    run_bundle(DETECTOR, EVALUATE, ov, log_file=log)
+    assert json.loads((tmp_path / "best_model.json").read_text())["metric_name"] == "froc_cpm"
+    assert (tmp_path / "logs" / "history.csv").is_file() and (tmp_path / "train_state.pt").is_file()
+    run_bundle(DETECTOR, EVALUATE, {**ov, "save_predictions": True}, log_file=log)
     _check_froc(tmp_path / "eval", adam)
+    summary = json.loads((tmp_path / "eval" / "metrics_summary.json").read_text())
+    assert summary["cases"] == 2 and summary["timing"]["inference_seconds_median"] > 0
+    assert len(list((tmp_path / "eval" / "predictions").glob("*_detections.json"))) == 2
     keep = ("dataset_dir", "num_workers", "preprocessing_args#pixdim", "val_patch_size", "anchor_shapes")
     iov = {k: v for k, v in ov.items() if k in keep or k in ("backbone_depth", "fpn_channels")}
     iov |= {"input_data": adam.infer_input, "ckpt_path": str(tmp_path / "models" / "model.pt")}
@@ -192,3 +210,71 @@ def test_detector_exports(tmp_path: Path):
     assert not failed, failed
     assert any(c.check == "verify_net_in_out" and "not applicable" in str(c) for c in result.checks)
     assert json.loads((result.path / "configs" / "inference.json").read_text())["detector"]
+
+
+def _with_values(src: Path, dst: Path, values: dict[str, Any]) -> Path:
+    """A copy of the bundle ``src``'s configs in ``dst`` with the top-level ``values`` written into train.yaml and
+    inference.yaml (the benchmark's overrides go to every bundle; these are the detector's own)."""
+    shutil.copytree(src / "configs", dst / "configs")
+    for name in ("train.yaml", "inference.yaml"):
+        path = dst / "configs" / name
+        text = path.read_text()
+        for key, value in values.items():
+            text, n = re.subn(rf"^{key}:.*$", f"{key}: {json.dumps(value)}", text, count=1, flags=re.M)
+            assert n == 1, (name, key)
+        path.write_text(text)
+    return dst
+
+
+@pytest.mark.slow
+def test_benchmark_ranks_segmentation_and_detector(adam: SmokeData, tmp_path: Path):
+    """``benchmark.py run`` drives the detector as it drives a segmentation bundle (run folder and its state, history,
+    CPM as the key metric, evaluation tables, the stock inference timed) and writes one leaderboard: CPM and
+    sensitivity at 1 FP/scan with CIs for both, Dice and rank for the segmentation model only."""
+    from shared_components.experiments.benchmark import run_benchmark
+
+    small = {k: TINY_DETECTOR[k] for k in ("val_patch_size", "anchor_shapes", "backbone_depth", "fpn_channels")}
+    detector = _with_values(DETECTOR, tmp_path / "aneurysm_mra_retinanet", small)
+    unet = _with_values(BUNDLES_DIR / "aneurysm_mra_unet", tmp_path / "aneurysm_mra_unet", {})
+    common = {
+        "preprocessing_args#pixdim": COARSE,
+        "patch_size": [32, 32, 32],
+        "batch_size": 1,
+        "augmentation_args#num_samples": 1,
+        "num_workers": 0,
+        "cache": "none",
+        "check_data": "quick",
+    }
+    results = run_benchmark(
+        f"{unet},{detector}",
+        folds="0",
+        max_epochs=1,
+        val_interval=1,
+        dataset_dir=str(adam.dataset_dir),
+        datalist=str(adam.datalist),
+        overrides=common,
+        out=str(tmp_path / "results"),
+        infer_cases=1,
+    )
+    assert results.name == "aneurysm_mra"
+    t = pd.read_csv(results / "leaderboard.csv").set_index("model")
+    assert sorted(t.index) == ["retinanet", "unet"] and set(t["status"]) == {"done"}, t.get("failed")
+    for model in ("unet", "retinanet"):
+        for key in ("froc_cpm", "froc_sensitivity_1fp"):
+            low, value, high = (float(t.loc[model, k]) for k in (f"{key}_ci_low", key, f"{key}_ci_high"))
+            assert 0.0 <= low <= value + 1e-9 and value <= high + 1e-9 and high <= 1.0, (model, key)
+        assert t.loc[model, "epochs"] == 1 and t.loc[model, "cli_seconds_per_volume"] > 0, model
+        assert t.loc[model, "inference_seconds_per_volume"] > 0 and t.loc[model, "cases"] == 2, model
+    assert t.loc["unet", "rank"] == 1 and 0.0 <= t.loc["unet", "dice_mean"] <= 1.0
+    assert math.isnan(t.loc["retinanet", "rank"]) and math.isnan(t.loc["retinanet", "dice_mean"])
+    md = (results / "leaderboard.md").read_text()
+    table = md.split("## Detection")[1].split("\n## ")[0]
+    assert all(re.search(rf"^\| {m} \| \d\.\d{{3}} \[", table, re.M) for m in ("unet", "retinanet")), table
+    # the detector's run folder is the template's: state, best weights picked by CPM, history, evaluation tables
+    run = results / "runs" / "aneurysm_mra_retinanet" / "fold_0"
+    assert json.loads((run / "train_state.json").read_text())["status"] == "finished"
+    assert json.loads((run / "best_model.json").read_text())["metric_name"] == "froc_cpm"
+    assert "froc_cpm" in pd.read_csv(run / "logs" / "history.csv").columns
+    per_case = pd.read_csv(run / "eval" / PER_CASE, dtype={"case": str})
+    assert set(per_case["metric"]) == {"sensitivity", "false_positives"} and per_case["value"].ge(0).all()
+    assert sorted((run / "predictions").glob("*_detections.json"))  # the timed stock inference

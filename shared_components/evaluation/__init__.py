@@ -6,12 +6,13 @@ from shared_components.lazy import lazy_exports
 
 if TYPE_CHECKING:  # imported on first use, see shared_components.lazy
     from shared_components.evaluation.ensemble import BundleEnsemble, FoldEnsemble, MirroredInferer, mirrored
-    from shared_components.evaluation.handlers import SegmentationMetrics, class_names
+    from shared_components.evaluation.handlers import DetectionFROC, SegmentationMetrics, class_names
     from shared_components.evaluation.metrics import METRICS, case_metrics, spacing_from_affine
     from shared_components.evaluation.postprocessing import evaluation_postprocessing
 
 __all__ = [
     "BundleEnsemble",
+    "DetectionFROC",
     "FoldEnsemble",
     "METRICS",
     "MirroredInferer",

@@ -14,6 +14,9 @@
   percentile bootstrap CIs over scans, and the sensitivity by aneurysm diameter (Wilson CIs).
 * :func:`write_froc` writes ``froc_summary.json``, ``froc_curve.csv``, ``froc_per_case.csv``,
   ``froc_candidates.csv``, ``froc_aneurysms.csv``, ``froc_by_size.csv`` and ``froc.png``.
+
+The evaluation handlers run this on a bundle's cases (:mod:`shared_components.evaluation.handlers`:
+``SegmentationMetrics`` for a segmentation's probabilities, ``DetectionFROC`` for a detector's boxes).
 """
 
 from __future__ import annotations
@@ -411,61 +414,6 @@ def summary_line(summary: Mapping[str, Any]) -> str:
     )
 
 
-class DetectionFROC:
-    """Evaluation handler for a detector (``evaluate.yaml`` of ``aneurysm_mra_retinanet``): each case's predicted
-    boxes (``pred`` -> ``box``/``label_scores`` in image coordinates of the preprocessed ``image``) become
-    candidates, are matched to the datalist's aneurysms (by ``subject``) and the FROC files are written to
-    ``output_dir`` at the end of the run; ``froc_cpm`` and ``froc_sensitivity_1fp`` go into the engine metrics.
-    Attach it on every rank under ``torch.distributed``: results are gathered and rank 0 writes."""
-
-    def __init__(
-        self,
-        output_dir: str,
-        datalist: str | Mapping[str, Any],
-        box_key: str = "box",
-        score_key: str = "label_scores",
-        n_bootstrap: int = N_BOOTSTRAP,
-        write: bool = True,
-    ):
-        self.output_dir = output_dir
-        self.targets = detection_targets(datalist)
-        if self.targets is None:
-            raise ValueError("DetectionFROC needs a datalist with per-case 'aneurysms' (prepare_data.py adam).")
-        self.box_key, self.score_key = box_key, score_key
-        self.n_bootstrap = n_bootstrap
-        self.write = write
-        self.results: list[CaseResult] = []
-
-    def attach(self, engine: Any) -> None:
-        from ignite.engine import Events
-
-        engine.add_event_handler(Events.EPOCH_STARTED, lambda e: self.results.clear())
-        engine.add_event_handler(Events.ITERATION_COMPLETED, self._iteration)
-        engine.add_event_handler(Events.EPOCH_COMPLETED, self._completed)
-
-    def _iteration(self, engine: Any) -> None:
-        for pred, item in zip(_predictions(engine.state.output), _samples(engine.state.batch), strict=True):
-            image = item["image"]
-            case = str(item.get("subject") or "")
-            cands = candidates_from_boxes(_numpy(pred[self.box_key]), _numpy(pred[self.score_key]), _affine(image))
-            original = getattr(image, "meta", {}).get("original_affine")
-            info = {"fold": str(_item(item.get("fold", ""))), "centre": str(_item(item.get("center", "")))}
-            reference = _numpy(original) if original is not None else None
-            self.results.append(match_case(case, cands, self.targets.get(case, []), affine=reference, **info))
-
-    def _completed(self, engine: Any) -> None:
-        results = gather(self.results)
-        if results is None or not results:
-            return
-        if self.write:
-            summary = write_froc(self.output_dir, results, {"task": "aneurysm detection"}, self.n_bootstrap)
-        else:
-            summary = froc(results, n_bootstrap=0)
-        engine.state.metrics["froc_cpm"] = summary["cpm"]
-        engine.state.metrics["froc_sensitivity_1fp"] = sensitivity_at(summary)
-        logger.info(summary_line(summary))
-
-
 def detection_targets(datalist: str | Path | Mapping[str, Any] | None) -> dict[str, list[dict[str, Any]]] | None:
     """Per-case aneurysm records of a detection datalist (``aneurysms``), or ``None`` when it declares no FROC."""
     import json
@@ -483,43 +431,5 @@ def detection_targets(datalist: str | Path | Mapping[str, Any] | None) -> dict[s
     return {str(k): list(v) for k, v in data["aneurysms"].items()}
 
 
-def gather(results: list[Any]) -> list[Any] | None:
-    """``results`` of every rank on rank 0 (``None`` on the others); unchanged without ``torch.distributed``."""
-    import torch
-
-    dist = torch.distributed.is_available() and torch.distributed.is_initialized()
-    if not dist or torch.distributed.get_world_size() == 1:
-        return results
-    gathered: list[Any] = [None] * torch.distributed.get_world_size()
-    torch.distributed.all_gather_object(gathered, results)
-    return [r for g in gathered for r in g] if torch.distributed.get_rank() == 0 else None
-
-
-def _samples(batch: Any) -> list[Any]:
-    """The items of a batch: a dict, or a (nested, ``no_collation``) list of them."""
-    if isinstance(batch, list | tuple):
-        return [x for b in batch for x in _samples(b)]
-    return [batch]
-
-
-def _predictions(output: Any) -> list[Any]:
-    """Per-item predictions of an engine output: ``{"pred": [per item]}`` (not decollated), a list of per-item
-    outputs holding ``pred``, or one output."""
-    if isinstance(output, Mapping):
-        pred = output.get("pred", output)
-        return list(pred) if isinstance(pred, list | tuple) else [pred]
-    return [o["pred"] if isinstance(o, Mapping) and "pred" in o else o for o in output]
-
-
 def _numpy(x: Any) -> np.ndarray:
     return x.detach().cpu().numpy() if hasattr(x, "detach") else np.asarray(x)
-
-
-def _item(v: Any) -> Any:
-    return v.item() if hasattr(v, "item") and getattr(v, "numel", lambda: 1)() == 1 else v
-
-
-def _affine(image: Any) -> np.ndarray:
-    """The 4x4 voxel-to-world affine of a (possibly batched) MetaTensor."""
-    a = _numpy(getattr(image, "affine", np.eye(4)))
-    return a[0] if a.ndim == 3 else a

@@ -1,6 +1,8 @@
-"""The evaluation handler every bundle's ``evaluate.yaml`` attaches: per-case, per-class metrics, their summary,
-and what evaluation cost (inference seconds per volume, peak memory); for a detection datalist (``evaluation``
-with ``froc: true``, e.g. ADAM aneurysms) also the extra metrics it names, the ignored label and the FROC."""
+"""The evaluation handlers: :class:`SegmentationMetrics`, which every segmentation bundle's ``evaluate.yaml``
+attaches (per-case, per-class metrics, their summary, and what evaluation cost: inference seconds per volume, peak
+memory; for a detection datalist, ``evaluation`` with ``froc: true``, e.g. ADAM aneurysms, also the extra metrics
+it names, the ignored label and the FROC), and :class:`DetectionFROC`, the aneurysm detector's validation key metric
+and evaluation (the FROC of its boxes, the same tables and costs)."""
 
 from __future__ import annotations
 
@@ -44,7 +46,63 @@ def class_names(meta: Mapping[str, Any] | None, num_classes: int, multilabel: bo
     return [str(channel_def.get(str(c), channel_def.get(c, f"class{c}"))) for c in range(first, num_classes)]
 
 
-class SegmentationMetrics:
+def _rank() -> int:
+    dist = torch.distributed.is_available() and torch.distributed.is_initialized()
+    return torch.distributed.get_rank() if dist else 0
+
+
+def _gathered(*lists: list[Any]) -> tuple[list[Any], ...]:
+    """Each list merged over the ranks of ``torch.distributed``, on every rank (unchanged without it)."""
+    dist = torch.distributed.is_available() and torch.distributed.is_initialized()
+    if not dist or torch.distributed.get_world_size() == 1:
+        return lists
+    gathered: list[Any] = [None] * torch.distributed.get_world_size()
+    torch.distributed.all_gather_object(gathered, lists)
+    return tuple([x for g in gathered for x in g[i]] for i in range(len(lists)))
+
+
+class _TimedEvaluation:
+    """What the evaluation handlers share: each iteration's forward pass and what follows it timed (CUDA
+    synchronised), and the cost of a run for ``metrics_summary.json`` (:meth:`_cost`)."""
+
+    _t_epoch = _t_iter = _t_forward = 0.0
+
+    def _start_clock(self) -> None:
+        self._t_epoch = time.perf_counter()
+        if torch.cuda.is_available():
+            torch.cuda.reset_peak_memory_stats()
+
+    @staticmethod
+    def _sync() -> None:
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+
+    def _iteration_started(self, engine: Engine) -> None:
+        self._sync()
+        self._t_iter = time.perf_counter()
+
+    def _forward_completed(self, engine: Engine) -> None:
+        self._sync()
+        self._t_forward = time.perf_counter()
+
+    def _cost(self, cases: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+        """Seconds of the run and per case (the records' ``inference_seconds``, ``postprocessing_seconds``,
+        ``metrics_seconds``) and this process's peak memory."""
+        n = max(len(cases), 1)
+        return {
+            "timing": {
+                "evaluation_seconds": time.perf_counter() - self._t_epoch,
+                "inference_seconds_per_case": sum(c["inference_seconds"] for c in cases) / n,
+                "inference_seconds_median": statistics.median(c["inference_seconds"] for c in cases),
+                "postprocessing_seconds_per_case": sum(c["postprocessing_seconds"] for c in cases) / n,
+                "metrics_seconds_per_case": sum(c["metrics_seconds"] for c in cases) / n,
+            },
+            "peak_ram_mb": peak_ram_mb(),
+            "peak_vram_mb": torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else 0.0,
+        }
+
+
+class SegmentationMetrics(_TimedEvaluation):
     """Compute Dice, HD95, mean surface distance and normalised surface Dice for every case and class, and at the
     end of the run write ``metrics_per_case.csv``, ``metrics_summary.csv``/``.json`` and ``cases.csv`` to
     ``output_dir`` (see :mod:`shared_components.evaluation.report`).
@@ -92,7 +150,7 @@ class SegmentationMetrics:
         self.confidence = confidence
         self.rows: list[dict[str, Any]] = []
         self.cases: list[dict[str, Any]] = []
-        self._t_iter = self._t_forward = self._t_epoch = self._t_candidates = 0.0
+        self._t_candidates = 0.0
         self.targets = froc.detection_targets(datalist)
         evaluation = _evaluation_section(datalist) if self.targets is not None else {}
         self.metrics += [m for m in evaluation.get("metrics", []) if m in ALL_METRICS and m not in self.metrics]
@@ -111,22 +169,10 @@ class SegmentationMetrics:
 
     def _reset(self, engine: Engine) -> None:
         self.rows, self.cases, self.detections = [], [], []
-        self._t_epoch = time.perf_counter()
-        if torch.cuda.is_available():
-            torch.cuda.reset_peak_memory_stats()
-
-    @staticmethod
-    def _sync() -> None:
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-
-    def _iteration_started(self, engine: Engine) -> None:
-        self._sync()
-        self._t_iter = time.perf_counter()
+        self._start_clock()
 
     def _forward_completed(self, engine: Engine) -> None:
-        self._sync()
-        self._t_forward = time.perf_counter()
+        super()._forward_completed(engine)
         if self.targets is not None:  # FROC candidates from the probabilities, before they are discretised
             out = engine.state.output
             self._candidates = _probability_candidates(out["pred"], out["image"], self.multilabel, self.froc_threshold)
@@ -201,16 +247,9 @@ class SegmentationMetrics:
         )
 
     def _epoch_completed(self, engine: Engine) -> None:
-        rows, cases, detections = self.rows, self.cases, self.detections
-        dist = torch.distributed.is_available() and torch.distributed.is_initialized()
-        if dist and torch.distributed.get_world_size() > 1:
-            gathered: list[Any] = [None] * torch.distributed.get_world_size()
-            torch.distributed.all_gather_object(gathered, (rows, cases, detections))
-            rows = [r for g in gathered for r in g[0]]
-            cases = [c for g in gathered for c in g[1]]
-            detections = [d for g in gathered for d in g[2]]
-            if torch.distributed.get_rank() != 0:
-                return
+        rows, cases, detections = _gathered(self.rows, self.cases, self.detections)
+        if _rank() != 0:
+            return
         if not rows:
             logger.warning("no cases were evaluated: nothing written")
             return
@@ -220,15 +259,7 @@ class SegmentationMetrics:
             "metrics": self.metrics,
             "nsd_tolerance_mm": self.tolerance_mm,
             "conventions": CONVENTIONS,
-            "timing": {
-                "evaluation_seconds": time.perf_counter() - self._t_epoch,
-                "inference_seconds_per_case": sum(c["inference_seconds"] for c in cases) / n,
-                "inference_seconds_median": statistics.median(c["inference_seconds"] for c in cases),
-                "postprocessing_seconds_per_case": sum(c["postprocessing_seconds"] for c in cases) / n,
-                "metrics_seconds_per_case": sum(c["metrics_seconds"] for c in cases) / n,
-            },
-            "peak_ram_mb": peak_ram_mb(),
-            "peak_vram_mb": torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else 0.0,
+            **self._cost(cases),
         }
         summary = write_evaluation(self.output_dir, rows, cases, info, self.confidence)
         overall = summary[summary["group"] == "all"]
@@ -249,6 +280,115 @@ class SegmentationMetrics:
             engine.state.metrics["froc_cpm"] = result["cpm"]
             engine.state.metrics["froc_sensitivity_1fp"] = froc.sensitivity_at(result)
             logger.info(froc.summary_line(result))
+
+
+# per-case values of the detector's evaluation tables (class ``class_name``): all candidates count
+DETECTION_METRICS = ("sensitivity", "false_positives")
+
+
+class DetectionFROC(_TimedEvaluation):
+    """The FROC of a detector (``bundles/aneurysm_mra_retinanet``): its validation key metric and its evaluation.
+
+    Each case's predicted boxes (``pred`` -> ``box_key``/``score_key``, image coordinates of the preprocessed
+    ``image``) become candidates (:func:`froc.candidates_from_boxes`) matched to the datalist's aneurysms by
+    ``subject`` (:func:`froc.match_case`, ADAM's hit rule). At the end of each run the CPM goes into the engine
+    metrics under the name the handler is attached with (``froc_cpm``; as the evaluator's ``key_val_metric`` it picks
+    the best weights), and ``froc_sensitivity_1fp`` beside it. With ``output_dir`` (evaluation) it also writes the
+    FROC files (:func:`froc.write_froc`, bootstrap CIs) and the tables every evaluation writes
+    (:func:`~shared_components.evaluation.report.write_evaluation`): per case the ``sensitivity`` over its untreated
+    aneurysms (none for a scan without one) and its ``false_positives`` (:data:`DETECTION_METRICS`), their summary
+    with the evaluation's cost (seconds per case, peak memory), and ``cases.csv``. Attach it on every rank under
+    ``torch.distributed``: the cases are gathered, every rank gets the metrics and rank 0 writes the files.
+    """
+
+    def __init__(
+        self,
+        datalist: str | Mapping[str, Any],
+        output_dir: str | None = None,
+        class_name: str = "aneurysm",
+        box_key: str = "box",
+        score_key: str = "label_scores",
+        n_bootstrap: int = froc.N_BOOTSTRAP,
+        confidence: float = CONFIDENCE,
+    ):
+        self.targets = froc.detection_targets(datalist)
+        if self.targets is None:
+            raise ValueError("DetectionFROC needs a datalist with per-case 'aneurysms' (prepare_data.py adam).")
+        self.output_dir = output_dir
+        self.class_name = class_name
+        self.box_key, self.score_key = box_key, score_key
+        self.n_bootstrap, self.confidence = n_bootstrap, confidence
+        self.results: list[froc.CaseResult] = []
+        self.cases: list[dict[str, Any]] = []
+
+    def attach(self, engine: Engine, name: str = "froc_cpm") -> None:
+        engine.add_event_handler(Events.EPOCH_STARTED, self._reset)
+        engine.add_event_handler(Events.ITERATION_STARTED, self._iteration_started)
+        engine.add_event_handler(IterationEvents.FORWARD_COMPLETED, self._forward_completed)
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self._iteration_completed)
+        engine.add_event_handler(Events.EPOCH_COMPLETED, self._epoch_completed, name)
+
+    def _reset(self, engine: Engine) -> None:
+        self.results, self.cases = [], []
+        self._start_clock()
+
+    def _iteration_completed(self, engine: Engine) -> None:
+        t_post = time.perf_counter()
+        items = _samples(engine.state.batch)
+        n = max(len(items), 1)
+        for pred, item in zip(_predictions(engine.state.output), items, strict=True):
+            t0 = time.perf_counter()
+            image = item["image"]
+            case = str(item.get("subject") or "")
+            boxes, scores = froc._numpy(pred[self.box_key]), froc._numpy(pred[self.score_key])
+            candidates = froc.candidates_from_boxes(boxes, scores, _affine(image))
+            meta = getattr(image, "meta", {}) or {}
+            original = meta.get("original_affine")
+            fold, centre = _scalar(item.get("fold", "")), _scalar(item.get("center", item.get("centre", "")))
+            reference = froc._numpy(original) if original is not None else None
+            targets = self.targets.get(case, [])
+            self.results.append(froc.match_case(case, candidates, targets, affine=reference, fold=fold, centre=centre))
+            self.cases.append(
+                {
+                    "case": case,
+                    "fold": fold,
+                    "centre": centre,
+                    "image": str(meta.get("filename_or_obj", "")),
+                    "candidates": len(candidates),
+                    "inference_seconds": (self._t_forward - self._t_iter) / n,
+                    "postprocessing_seconds": (t_post - self._t_forward) / n,
+                    "metrics_seconds": time.perf_counter() - t0,
+                }
+            )
+
+    def _epoch_completed(self, engine: Engine, name: str) -> None:
+        results, cases = _gathered(self.results, self.cases)
+        writing = self.output_dir is not None and _rank() == 0 and bool(results)
+        if writing:
+            info = {"task": "aneurysm detection"}
+            summary = froc.write_froc(self.output_dir, results, info, self.n_bootstrap, self.confidence)
+        else:  # validation: the CPM alone, without bootstrap CIs
+            summary = froc.froc(results, n_bootstrap=0)
+        engine.state.metrics[name] = summary["cpm"]
+        engine.state.metrics["froc_sensitivity_1fp"] = froc.sensitivity_at(summary)
+        if _rank() == 0:
+            logger.info(froc.summary_line(summary))
+        if writing:
+            self._write_tables(results, cases)
+
+    def _write_tables(self, results: Sequence[froc.CaseResult], cases: Sequence[Mapping[str, Any]]) -> None:
+        rows = []
+        for r in results:
+            row = {"case": r.case, "fold": r.fold, "centre": r.centre, "class": self.class_name}
+            if len(r.target_scores):
+                rows.append(row | {"metric": "sensitivity", "value": float((r.target_scores > 0).mean())})
+            rows.append(row | {"metric": "false_positives", "value": float(r.outcome.count("fp"))})
+        info = {"task": "aneurysm detection", "classes": [self.class_name], "metrics": list(DETECTION_METRICS)}
+        summary = write_evaluation(self.output_dir, rows, cases, info | self._cost(cases), self.confidence)
+        logger.info(
+            f"evaluated {len(cases)} cases ({info['task']}, all candidates) -> {self.output_dir}\n"
+            + summary_markdown(summary, "all", DETECTION_METRICS)
+        )
 
 
 def _evaluation_section(datalist: str | Mapping[str, Any] | None) -> dict[str, Any]:
@@ -297,3 +437,25 @@ def _centre_lines(summary: Any) -> str:
         cells = sub[sub["group"] == g].set_index("metric")
         lines.append(f"  {g}: " + ", ".join(f"{m} {cells.loc[m, 'mean']:.4g}" for m in cells.index))
     return "\n".join(lines)
+
+
+def _samples(batch: Any) -> list[Any]:
+    """The items of a batch: a dict, or a (nested, ``no_collation``) list of them."""
+    if isinstance(batch, list | tuple):
+        return [x for b in batch for x in _samples(b)]
+    return [batch]
+
+
+def _predictions(output: Any) -> list[Any]:
+    """Per-item predictions of an engine output: ``{"pred": [per item]}`` (not decollated), a list of per-item
+    outputs holding ``pred``, or one output."""
+    if isinstance(output, Mapping):
+        pred = output.get("pred", output)
+        return list(pred) if isinstance(pred, list | tuple) else [pred]
+    return [o["pred"] if isinstance(o, Mapping) and "pred" in o else o for o in output]
+
+
+def _affine(image: Any) -> np.ndarray:
+    """The 4x4 voxel-to-world affine of a (possibly batched) MetaTensor."""
+    a = froc._numpy(getattr(image, "affine", np.eye(4)))
+    return a[0] if a.ndim == 3 else a

@@ -3,7 +3,8 @@
 ``run_benchmark`` trains/evaluates every (bundle, fold) into ``<out>/<dataset>/runs/<bundle>/fold_<k>/`` (resumable;
 a failed run is recorded and the grid goes on), logs each run to MLflow (``runs/mlruns.db``, see :mod:`.tracking`)
 and writes the leaderboard (:func:`.leaderboard.make_report`: ``leaderboard.md``/``.csv``, the pooled
-``metrics_per_case.csv`` and ``plots/``).
+``metrics_per_case.csv`` and ``plots/``). Any bundle with the template's run-folder overrides and evaluation tables
+takes part: the segmentation bundles and the aneurysm detector (``aneurysm_mra_retinanet``) share one grid.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from tqdm import tqdm
 
 from shared_components.bundle.scaffold import SPECS_DIR
 from shared_components.data.datalist import load_datalist
+from shared_components.evaluation.froc import SUMMARY as FROC_SUMMARY
 from shared_components.evaluation.report import MEAN_CLASS, SUMMARY_JSON, write_json
 from shared_components.experiments.runs import (
     LOG_FILE,
@@ -305,5 +307,10 @@ def _one_line(rec: Mapping[str, Any], run_dir: Path) -> str:
     if rec["status"] != "done":
         return head + f"FAILED during {rec.get('failed_stage')} (log: {run_dir / LOG_FILE})"
     summary = json.loads((run_dir / "eval" / SUMMARY_JSON).read_text())["summary"]["all"]
-    dice = summary[MEAN_CLASS]["dice"]["mean"]
-    return head + f"Dice {dice:.4f}, {rec.get('epochs', '?')} epochs, {rec.get('train_seconds', 0) / 60:.1f} min"
+    dice = summary.get(MEAN_CLASS, {}).get("dice", {}).get("mean")
+    scores = [f"Dice {dice:.4f}"] if dice is not None else []
+    if (run_dir / "eval" / FROC_SUMMARY).is_file():  # a detection evaluation (segmentation or detector)
+        cpm = json.loads((run_dir / "eval" / FROC_SUMMARY).read_text()).get("cpm")
+        scores += [f"CPM {cpm:.4f}" if cpm is not None else "CPM -"]
+    scores += [f"{rec.get('epochs', '?')} epochs", f"{rec.get('train_seconds', 0) / 60:.1f} min"]
+    return head + ", ".join(scores)

@@ -2,7 +2,8 @@
 metrics collected per model, mean [CI] of every metric, rank and paired tests against the best model, costs, plots
 and overlays of the best model's cases, written as ``leaderboard.md``/``.csv`` and the pooled ``metrics_per_case.csv``.
 Runs evaluated with detection (``eval/froc_summary.json``, aneurysm datasets) add CPM and sensitivity at 1 false
-positive per scan (mean over folds; the bootstrap CI when one fold).
+positive per scan (mean over folds; the bootstrap CI when one fold). A detector (``aneurysm_mra_retinanet``) has a
+row too: its per-case table holds detection values only, so its Dice, surface metrics and rank stay empty.
 """
 
 from __future__ import annotations
@@ -172,7 +173,8 @@ def leaderboard(runs: pd.DataFrame, per_case: pd.DataFrame, metric: str = "dice"
     for model, cases in per_case.groupby("model", sort=False):
         m = with_case_means(cases.drop(columns=["model", "bundle"]))
         m = m[(m["class"] == MEAN_CLASS) & (m["metric"] == metric)]
-        paired[model] = dict(zip(m["fold"] + "/" + m["case"], m["value"], strict=True))
+        if len(m):  # a detector has no segmentation metric to compare
+            paired[model] = dict(zip(m["fold"] + "/" + m["case"], m["value"], strict=True))
     stats = compare_to_best({m: paired[m] for m in table["model"] if m in paired}, best)
     table["p_wilcoxon"] = [stats.get(m, {}).get("p") for m in table["model"]]
     table["p_holm"] = [stats.get(m, {}).get("p_holm") for m in table["model"]]
@@ -198,9 +200,10 @@ def make_report(results: str | Path, overlays: int = 3) -> Path:
         write_csv(results / PER_CASE, per_case[cols])
     figures: dict[str, Path] = {}
     ok = table[table["status"] != "failed"]
-    if len(per_case):
+    scored = set(per_case[per_case["metric"] == "dice"]["model"]) if len(per_case) else set()
+    if scored:
         figures["per-case Dice"] = plots.case_boxplot_png(
-            per_case, results / "plots" / "dice_boxplot.png", "dice", list(ok["model"])
+            per_case, results / "plots" / "dice_boxplot.png", "dice", [m for m in ok["model"] if m in scored]
         )
         figures["Dice vs cost"] = plots.cost_scatter_png(ok, results / "plots" / "dice_vs_cost.png")
     histories = {}
@@ -294,6 +297,17 @@ def _markdown(settings: Mapping[str, Any], table: pd.DataFrame, figures: Mapping
         cells += [fmt_p(r.get("p_holm")), _run_cell(r["bundle"], settings["folds"])]
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", _runs_note(settings)]
+    detectors = [
+        f"`{r['model']}`"
+        for r in table.to_dict("records")
+        if is_number(r.get("froc_cpm")) and not is_number(r.get(f"dice_{MEAN_CLASS}"))
+    ]
+    if detectors:
+        lines += [
+            "",
+            f"{', '.join(detectors)}: detector(s) (boxes, no label map): no Dice, surface metrics or rank here; "
+            "compared with the segmentation models by CPM under *Detection*.",
+        ]
     surface = [m for m in METRICS if m != "dice"]
     surface += [m for m in EXTRA_METRICS if f"{m}_{MEAN_CLASS}" in table]
     names = {"hd95": "HD95 mm", "msd": "MSD mm", "nsd": "NSD", "vs": "VS"}
@@ -356,16 +370,18 @@ def _markdown(settings: Mapping[str, Any], table: pd.DataFrame, figures: Mapping
 
 def _detection_lines(table: pd.DataFrame) -> list[str]:
     """The detection table (CPM, sensitivity at 1 FP/scan, the all-candidates operating point) when any model was
-    evaluated with detection."""
+    evaluated with detection, best CPM first: segmentation models and detectors ranked together."""
     if "froc_cpm" not in table or table["froc_cpm"].isna().all():
         return []
+    table = table.sort_values("froc_cpm", ascending=False, na_position="last", kind="stable")
     lines = [
         "",
         "## Detection",
         "",
         "FROC of the aneurysm candidates (ADAM hit rule: within the aneurysm's radius of its centre; treated "
         "aneurysms ignored). CPM: mean sensitivity at 1/8, 1/4, 1/2, 1, 2, 4 and 8 false positives per scan [95% "
-        "bootstrap CI over scans, one fold]; *all candidates*: every connected component of the prediction.",
+        "bootstrap CI over scans, one fold]; *all candidates*: every connected component of a segmentation's "
+        "prediction, every box a detector keeps. Rows: best CPM first.",
         "",
         "| model | CPM | sensitivity at 1 FP/scan | sensitivity (all candidates) | FP / scan (all candidates) |",
         "|---|---|---|---|---|",

@@ -81,7 +81,7 @@ class EpochHistory:
         out = engine.state.output
         loss = out[0]["loss"] if isinstance(out, list) else out.get("loss") if isinstance(out, dict) else None
         if loss is not None:
-            self._losses.append(float(loss))
+            self._losses.append(float(loss.detach() if isinstance(loss, torch.Tensor) else loss))
 
     def _epoch(self, engine: Engine) -> None:
         opt = getattr(engine, "optimizer", None)

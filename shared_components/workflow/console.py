@@ -43,15 +43,17 @@ class ProgressBar(_IgniteProgressBar):
         super().attach(engine, metric_names, output_transform, **kwargs)
 
     def shown(self, output: Any) -> dict[str, str]:
-        """``{key: "0.1234"}`` of the output's first sample (MONAI's ``from_engine(keys, first=True)``), with the
-        4 decimals of the epoch's log line; non-scalar values are left out."""
+        """``{key: "0.1234"}`` of the output's first sample (MONAI's ``from_engine(keys, first=True)``; a batch
+        output that is not decollated, e.g. the detector's, is its own first sample), with the 4 decimals of the
+        epoch's log line; non-scalar values are left out."""
         first = output[0] if isinstance(output, list | tuple) and output else output
         if not isinstance(first, Mapping):
             return {}
         shown = {}
         for key in self.output_keys:
             try:
-                shown[key] = f"{float(first[key]):.4f}"
+                value = first[key]
+                shown[key] = f"{float(value.detach() if hasattr(value, 'detach') else value):.4f}"
             except (KeyError, TypeError, ValueError, RuntimeError):
                 continue
         return shown

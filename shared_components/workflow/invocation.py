@@ -132,10 +132,12 @@ def _children(node: Any) -> list[str]:
 
 
 def config_ids(node: Any, prefix: str = "") -> Iterator[str]:
-    """Every id of a config, nested ones joined with ``#``."""
-    for child in _children(node):
-        yield prefix + child
-        yield from config_ids(node[child if isinstance(node, dict) else int(child)], f"{prefix}{child}#")
+    """Every id of a config, nested ones joined with ``#`` (keys that are not strings, e.g. a ``label_map``'s, as
+    text)."""
+    items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
+    for key, child in items:
+        yield f"{prefix}{key}"
+        yield from config_ids(child, f"{prefix}{key}#")
 
 
 def tracking_keys(tracking: Any) -> set[str]:
