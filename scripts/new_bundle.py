@@ -6,6 +6,8 @@ python scripts/new_bundle.py create spleen_ct segresnet    # bundles/spleen_ct_s
 python scripts/new_bundle.py create all medformer          # every dataset with a model (existing bundles are kept)
 python scripts/new_bundle.py sync                          # rewrite the derived configs (headers too) of every bundle
 python scripts/new_bundle.py check                         # list drifted files (exit 1 if any)
+python scripts/new_bundle.py ship hippocampus_mri_segresnet results/hippocampus_mri/runs/hippocampus_mri_segresnet/fold_0
+                                                           # ship a finished benchmark run (weights, numbers, card)
 """
 
 from shared_components.cli import script

@@ -106,8 +106,14 @@ NEW_BUNDLE = Group(
         "create": Command("shared_components.commands:create_bundle"),
         "sync": Command("shared_components.commands:sync_bundles"),
         "check": Command("shared_components.commands:check_bundles"),
+        "ship": Command("shared_components.commands:ship_weights"),
     },
-    ("create spleen_ct segresnet", "sync", "check"),
+    (
+        "create spleen_ct segresnet",
+        "sync",
+        "check",
+        "ship hippocampus_mri_segresnet results/hippocampus_mri/runs/hippocampus_mri_segresnet/fold_0",
+    ),
 )
 _TUNE = "shared_components.experiments.tune"
 TUNE = Group(

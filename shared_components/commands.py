@@ -120,6 +120,27 @@ def sync_bundles(*bundles: str) -> str:
     return "\n".join(["updated:"] + changed) if changed else f"{len(dirs)} bundle(s) already in sync"
 
 
+def ship_weights(bundle: str, run: str, force: bool = False, note: str | None = None) -> str:
+    """Ship a finished benchmark run in its bundle: best weights to ``models/model.pt``, the run's measured numbers,
+    training time, hardware and reproducing command to ``metadata.json`` and the model card, its history and
+    learning curves to ``docs/``.
+
+    Args:
+        bundle: bundle name or folder (e.g. ``hippocampus_mri_segresnet``).
+        run: the run folder, ``<out>/<dataset>/runs/<bundle>/fold_<k>`` of ``scripts/benchmark.py run``.
+        force: replace weights the bundle already ships.
+        note: a sentence for the card that the run's records cannot give (e.g. other work sharing the machine).
+    """
+    from shared_components.bundle import weights
+    from shared_components.experiments.runs import resolve_bundle
+
+    try:
+        written = weights.ship_run(resolve_bundle(bundle), run, force=force, note=note)
+    except FileExistsError as e:
+        raise ValueError(str(e)) from e
+    return "wrote:\n" + "\n".join(str(p) for p in written)
+
+
 def check_bundles(*bundles: str) -> str:
     """List bundle files that differ from what the specs and the template give; exits 1 when any drifted.
 

@@ -143,3 +143,34 @@ def test_bundle_selection_and_dataset_name():
     assert dataset_name(dirs) == "hippocampus_mri"
     with pytest.raises(FileNotFoundError, match="matches"):
         resolve_bundles("no_such_dataset_*")
+
+
+def test_a_finished_run_ships_in_its_bundle_with_its_own_numbers(grid, tmp_path):
+    """`new-bundle ship`: a fresh (untrained) bundle gets the run's weights, and its card and metadata the numbers
+    that run measured; shipped weights are replaced only with force; a run of another bundle is refused."""
+    from shared_components.bundle import scaffold, weights
+    from shared_components.bundle.model_card import README_UNTRAINED, UNTRAINED_NOTE
+
+    root, _, kwargs = grid
+    run = root / "results" / "hippocampus_mri" / "runs" / HIPPO / "fold_0"
+    bundle = scaffold.create("hippocampus_mri", "unet", root=tmp_path)
+    assert README_UNTRAINED in (bundle / "docs" / "README.md").read_text()
+    written = weights.ship_run(bundle, run)
+    assert (bundle / "models" / "model.pt").read_bytes() == (run / "models" / "model.pt").read_bytes()
+    summary = json.loads((run / "eval" / "metrics_summary.json").read_text())["summary"]["all"]
+    meta = json.loads((bundle / "configs" / "metadata.json").read_text())
+    assert meta["eval_metrics"]["mean_dice"] == round(summary["mean"]["dice"]["mean"], 4)
+    assert meta["eval_metrics"]["posterior_dice"] == round(summary["posterior"]["dice"]["mean"], 4)
+    assert meta["version"] == "0.2.0" and "0.2.0" in meta["changelog"] and UNTRAINED_NOTE not in meta["description"]
+    card = (bundle / "docs" / "README.md").read_text()
+    assert README_UNTRAINED not in card and card.count("## Performance") == 1 and "## MONAI bundle commands" in card
+    assert f"{summary['mean']['dice']['mean']:.4f} [{summary['mean']['dice']['ci_low']:.4f}" in card
+    assert f"--bundles {HIPPO} --folds 0 --max_epochs 1" in card
+    assert (bundle / "docs" / "learning_curves.png").stat().st_size > 1000 and bundle / "docs" / "README.md" in written
+    with pytest.raises(FileExistsError, match="force"):
+        weights.ship_run(bundle, run)
+    weights.ship_run(bundle, run, force=True)
+    assert json.loads((bundle / "configs" / "metadata.json").read_text())["version"] == "0.3.0"
+    other = root / "results" / "hippocampus_mri" / "runs" / "hippocampus_mri_unet_small"
+    with pytest.raises(ValueError, match="not of hippocampus_mri_unet"):
+        weights.ship_run(bundle, other / "fold_0", force=True)

@@ -87,3 +87,16 @@ def test_a_selection_fold_is_left_out_of_training_and_picks_the_checkpoint():
     for bad in (0, 7):
         with pytest.raises(ValueError, match=r"another fold of the datalist than fold=0 \(one of \[1, 2\]\)"):
             split(data, 0, "train", "/d", bad)
+
+
+def test_selection_fold_next_is_the_following_fold_cyclically():
+    """`selection_fold: next`, one setting for a whole cross-validation: fold k is chosen on fold k+1 (the last on
+    the first), never trained on."""
+    from shared_components.data.datalist import split
+
+    data = _datalist()
+    for fold, after in ((0, 1), (1, 2), (2, 0)):
+        assert {e.get("fold") for e in split(data, fold, "select", "/d", "next")} == {after, None}
+        assert {e["fold"] for e in split(data, fold, "train", "/d", "next")} == {0, 1, 2} - {fold, after}
+    with pytest.raises(ValueError, match="'next' or null"):
+        split(data, 0, "train", "/d", "previous")

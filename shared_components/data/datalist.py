@@ -65,7 +65,7 @@ def split(
     fold: int | None = 0,
     part: str = "train",
     base_dir: str | None = None,
-    selection_fold: int | None = None,
+    selection_fold: int | str | None = None,
 ) -> list[dict[str, Any]]:
     """Entries of one part of a cross-validation split, with absolute paths.
 
@@ -77,7 +77,8 @@ def split(
             ``all`` (every training entry) or ``test``.
         base_dir: folder that relative paths are relative to (the bundle's ``dataset_dir``).
         selection_fold: a second held-out fold, which picks the checkpoint (``select``) and is not trained on, so
-            ``fold`` is scored by a model chosen without it; ``None``: ``fold`` does both (the usual, optimistic).
+            ``fold`` is scored by a model chosen without it; ``"next"``: the fold after ``fold`` (cyclically, so a
+            cross-validation keeps one setting for every fold); ``None``: ``fold`` does both (the usual, optimistic).
     """
     data = load_datalist(datalist) if not isinstance(datalist, dict) else datalist
     training = data.get("training", [])
@@ -87,6 +88,10 @@ def split(
     present = sorted({int(e["fold"]) for e in training}) if use_folds else []
     if use_folds and training and int(fold) not in present:
         raise ValueError(f"fold={fold} is not in the datalist (folds present: {present}).")
+    if selection_fold == "next" and use_folds and int(fold) in present and len(present) > 1:
+        selection_fold = present[(present.index(int(fold)) + 1) % len(present)]
+    if isinstance(selection_fold, str) and not selection_fold.lstrip("-").isdigit():
+        raise ValueError(f"selection_fold={selection_fold!r} must be a fold number, 'next' or null.")
     chosen = None if selection_fold is None else int(selection_fold)
     if chosen is not None and not (use_folds and chosen != int(fold) and chosen in present):
         others = [f for f in present if not use_folds or f != int(fold)]

@@ -1,0 +1,237 @@
+"""Ship a finished benchmark run in its bundle: the run's best weights become ``models/model.pt``, and the numbers
+that run measured (held-out Dice with CIs, surface metrics, training time, hardware, the reproducing command) go
+into ``configs/metadata.json`` and the model card, with the training history and learning curves in ``docs/``.
+
+Nothing is copied by hand, so the card can only state what the shipped weights scored; a bundle that already ships
+weights is replaced only when asked (``force``), and every file is written atomically.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+import shutil
+from pathlib import Path
+from typing import Any
+
+from shared_components.bundle.model_card import README_UNTRAINED, UNTRAINED_NOTE, wrap_markdown
+from shared_components.files import atomic_path, write_text_atomic
+
+BENCHMARK_FILE = "benchmark.json"
+# where the Performance section ends: the next top-level section of the card
+_SECTION = re.compile(r"^## .*$", re.M)
+
+
+def _read(path: Path, what: str) -> dict[str, Any]:
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing: {what}")
+    return json.loads(path.read_text())
+
+
+def _benchmark_settings(run_dir: Path) -> dict[str, Any]:
+    """The benchmark.json of the grid a run belongs to (``<out>/<dataset>/runs/<bundle>/fold_<k>``)."""
+    for parent in run_dir.parents:
+        if (parent / BENCHMARK_FILE).is_file():
+            return json.loads((parent / BENCHMARK_FILE).read_text())
+    raise FileNotFoundError(
+        f"no {BENCHMARK_FILE} above {run_dir}: ship runs made by `scripts/benchmark.py run` (it records the command, "
+        "budget and machine the card must state)."
+    )
+
+
+def run_facts(run_dir: str | Path) -> dict[str, Any]:
+    """What a finished benchmark run measured: its record, evaluation summary, best checkpoint and grid settings.
+
+    Raises (naming the missing file) when the run is not finished, not evaluated or kept no weights.
+    """
+    run_dir = Path(run_dir)
+    record = _read(run_dir / "run.json", "not a benchmark run folder")
+    if record.get("status") != "done":
+        raise ValueError(f"{run_dir} is not finished (status {record.get('status')!r}); run the benchmark to the end.")
+    summary = _read(run_dir / "eval" / "metrics_summary.json", "the run was not evaluated")
+    best = _read(run_dir / "best_model.json", "the run kept no best checkpoint")
+    weights = run_dir / "models" / "model.pt"
+    if not weights.is_file():
+        raise FileNotFoundError(f"{weights} is missing: the run promoted no weights.")
+    overrides = record.get("overrides", {})
+    return {
+        "run_dir": run_dir,
+        "record": record,
+        "summary": summary,
+        "best": best,
+        "weights": weights,
+        "settings": _benchmark_settings(run_dir),
+        "fold": int(record["fold"]),
+        "selection_fold": overrides.get("selection_fold"),
+    }
+
+
+def hardware_text(machine: dict[str, Any]) -> str:
+    """``2 CPU cores (1 torch thread), no GPU`` from a benchmark's machine record."""
+    threads = machine.get("torch_threads")
+    cpu = f"{machine.get('cpu_cores')} CPU cores" + (
+        f" ({threads} torch thread{'s' * (threads != 1)})" if threads else ""
+    )
+    return f"{cpu}, {machine['gpu']}" if machine.get("gpu") else f"{cpu}, no GPU"
+
+
+def reproduce_command(facts: dict[str, Any]) -> str:
+    """The benchmark command that trains and scores this one bundle as the run was (from the repository root)."""
+    s, record = facts["settings"], facts["record"]
+    cmd = ["python", "scripts/benchmark.py", "run", "--bundles", record["bundle"], "--folds", str(facts["fold"])]
+    if s.get("max_epochs") is not None:
+        cmd += ["--max_epochs", str(s["max_epochs"])]
+    if s.get("time_budget_minutes") is not None:
+        cmd += ["--time_budget", f"{s['time_budget_minutes']:g}"]
+    cmd += ["--seed", str(s.get("seed", 0))]
+    if s.get("overrides"):
+        cmd += ["--overrides", json.dumps(s["overrides"])]
+    threads = s.get("machine", {}).get("torch_threads")
+    prefix = f"OMP_NUM_THREADS={threads} " if threads else ""
+    return prefix + shlex.join(cmd)
+
+
+def _stat(summary: dict[str, Any], cls: str, metric: str) -> dict[str, Any] | None:
+    return summary.get("summary", {}).get("all", {}).get(cls, {}).get(metric)
+
+
+def _ci(stat: dict[str, Any] | None, digits: int) -> str:
+    if not stat:
+        return "-"
+    return f"{stat['mean']:.{digits}f} [{stat['ci_low']:.{digits}f}, {stat['ci_high']:.{digits}f}]"
+
+
+def eval_metrics(facts: dict[str, Any]) -> dict[str, float]:
+    """``mean_dice`` and ``<class>_dice`` of the held-out fold, for ``eval_metrics`` of metadata.json."""
+    summary = facts["summary"]
+    out = {"mean_dice": round(_stat(summary, "mean", "dice")["mean"], 4)}
+    for cls in summary["classes"]:
+        out[f"{cls.replace(' ', '_')}_dice"] = round(_stat(summary, cls, "dice")["mean"], 4)
+    return out
+
+
+def _minutes(seconds: float) -> str:
+    m, s = divmod(round(seconds), 60)
+    return f"{m} min {s} s"
+
+
+def performance_section(facts: dict[str, Any], note: str | None = None) -> str:
+    """The model card's ``## Performance`` section for the shipped run (markdown, ends with a blank line); ``note``:
+    what the records cannot say (e.g. other work sharing the machine), after the training time."""
+    summary, record, best, settings = facts["summary"], facts["record"], facts["best"], facts["settings"]
+    metrics = [m for m in ("dice", "hd95", "nsd") if m in summary["metrics"]]
+    names = {"dice": "Dice", "hd95": "HD95 mm", "nsd": f"NSD ({summary.get('nsd_tolerance_mm', 1):g} mm)"}
+    rows = [f"| class | {' | '.join(names[m] for m in metrics)} |", "|---" * (len(metrics) + 1) + "|"]
+    for cls, label in [*((c, c) for c in summary["classes"]), ("mean", "**mean foreground**")]:
+        cells = [_ci(_stat(summary, cls, m), 2 if m == "hd95" else 3 if m == "nsd" else 4) for m in metrics]
+        rows.append(f"| {label} | {' | '.join(cells)} |")
+    selection = facts["selection_fold"]
+    chosen = (
+        f"the checkpoint (epoch {best['epoch']}, validation Dice {best['metric']:.4f}) was chosen on fold {selection}, "
+        f"and neither fold was trained on"
+        if selection is not None
+        else f"the checkpoint (epoch {best['epoch']}) was chosen on this same fold, so the numbers are slightly optimistic"
+    )
+    budget = settings.get("time_budget_minutes")
+    length = (
+        f"the {budget:g}-minute budget allowed {record['epochs']} epochs ({record['seconds_per_epoch']:.1f} s each), "
+        "with the learning-rate schedule fitted to that length"
+        if budget
+        else f"{record['epochs']} epochs ({record['seconds_per_epoch']:.1f} s each)"
+    )
+    finished = record.get("finished", "").split(" ")[0]
+    return wrap_markdown(f"""## Performance
+
+The shipped `models/model.pt` is the best checkpoint of one benchmark run (seed {settings.get("seed", 0)},
+{finished}). Scored on fold {facts["fold"]} ({summary["cases"]} cases, in each case's original geometry; mean
+[95% bootstrap CI]): {chosen}.
+
+{chr(10).join(rows)}
+
+Training took **{_minutes(record["train_seconds"])}** on {hardware_text(settings.get("machine", {}))}: {length}.
+{note.strip() + " " if note else ""}Peak RAM {record.get("train_peak_ram_mb", 0) / 1024:.1f} GB. The per-epoch history is in
+[`training_history.csv`](training_history.csv) and [`learning_curves.png`](learning_curves.png).
+
+Reproduce the weights and this table (from the repository root, data in `$SEG_DATA_DIR`; the run folder under
+`results/` holds `models/model.pt` and `eval/`):
+
+```bash
+{reproduce_command(facts)}
+```
+
+""")
+
+
+def _replace_performance(readme: str, section: str) -> str:
+    start = readme.find("## Performance")
+    if start < 0:
+        raise ValueError("the model card has no '## Performance' section to replace.")
+    nxt = _SECTION.search(readme, start + len("## Performance"))
+    end = nxt.start() if nxt else len(readme)
+    paragraphs = readme[:start].split("\n\n")
+    head = "\n\n".join(p for p in paragraphs if not p.startswith(README_UNTRAINED))
+    return head.rstrip("\n") + "\n\n" + section + readme[end:]
+
+
+def _description(bundle: Path, facts: dict[str, Any], metrics: dict[str, float]) -> str:
+    """The specs' description of the bundle, then what the shipped weights are and scored."""
+    from shared_components.bundle import scaffold
+    from shared_components.bundle.model_card import ModelCard
+
+    record, summary = facts["record"], facts["summary"]
+    pair = scaffold.bundle_pair(bundle)
+    if pair is None:
+        raise ValueError(f"{bundle} is not made from specs (standalone); ship its weights by hand.")
+    base = ModelCard(bundle, *scaffold.pair_specs(*pair)).metadata()["description"].replace(UNTRAINED_NOTE, "").strip()
+    sel = facts["selection_fold"]
+    chosen = f"checkpoint chosen on fold {sel}" if sel is not None else "checkpoint chosen on the same fold"
+    return (
+        f"{base} Trained for {_minutes(record['train_seconds'])} on "
+        f"{hardware_text(facts['settings'].get('machine', {}))}; fold {facts['fold']} held out ({summary['cases']} "
+        f"cases, {chosen}): mean foreground Dice {metrics['mean_dice']:.4f}."
+    )
+
+
+def _bump(version: str) -> str:
+    major, minor, _ = (int(x) for x in version.split("."))
+    return f"{major}.{minor + 1}.0"
+
+
+def ship_run(bundle: str | Path, run_dir: str | Path, force: bool = False, note: str | None = None) -> list[Path]:
+    """Put a finished benchmark run into ``bundle``: weights, metadata (``eval_metrics``, description, a new minor
+    version with its changelog line), the card's Performance section, ``docs/training_history.csv`` and
+    ``docs/learning_curves.png``. Returns the files written.
+
+    Refuses a run of another bundle, and replacing shipped weights unless ``force``; ``note`` goes into the card
+    (:func:`performance_section`).
+    """
+    from shared_components.evaluation.plots import learning_curves_png
+
+    bundle, facts = Path(bundle), run_facts(run_dir)
+    if facts["record"]["bundle"] != bundle.name:
+        raise ValueError(f"{facts['run_dir']} is a run of {facts['record']['bundle']}, not of {bundle.name}.")
+    target = bundle / "models" / "model.pt"
+    if target.exists() and not force:
+        raise FileExistsError(f"{target} exists (shipped weights); pass force=True to replace them with this run's.")
+    meta_path, card_path = bundle / "configs" / "metadata.json", bundle / "docs" / "README.md"
+    meta, card = json.loads(meta_path.read_text()), card_path.read_text()
+    metrics = eval_metrics(facts)
+    version = _bump(meta["version"])
+    meta["changelog"] = {
+        version: f"weights of a benchmark run: fold {facts['fold']} mean Dice {metrics['mean_dice']:.4f}",
+        **meta.get("changelog", {}),
+    }
+    meta |= {"version": version, "eval_metrics": metrics, "description": _description(bundle, facts, metrics)}
+    with atomic_path(target) as tmp:
+        shutil.copyfile(facts["weights"], tmp)
+    history = facts["run_dir"] / "logs" / "history.csv"
+    written = [target]
+    if history.is_file():
+        with atomic_path(bundle / "docs" / "training_history.csv") as tmp:
+            shutil.copyfile(history, tmp)
+        learning_curves_png({bundle.name: history}, bundle / "docs" / "learning_curves.png")
+        written += [bundle / "docs" / "training_history.csv", bundle / "docs" / "learning_curves.png"]
+    written.append(write_text_atomic(meta_path, json.dumps(meta, indent=4) + "\n"))
+    written.append(write_text_atomic(card_path, _replace_performance(card, performance_section(facts, note))))
+    return written
