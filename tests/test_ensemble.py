@@ -4,6 +4,7 @@ first bundle's stock configs."""
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -41,8 +42,10 @@ def test_the_command_refuses_what_it_cannot_run(bundles_dir, tmp_path):
         ensemble(HIPPO, fold=0, out=str(tmp_path))
     with pytest.raises(ValueError, match="either --input_data"):
         ensemble(f"{HIPPO},{HIPPO}", out=str(tmp_path))
+    untrained = tmp_path / "hippocampus_mri_segresnet"  # the bundle's configs without its shipped weights
+    shutil.copytree(bundles_dir / "hippocampus_mri_segresnet" / "configs", untrained / "configs")
     with pytest.raises(FileNotFoundError, match="train hippocampus_mri_segresnet first"):
-        ensemble(f"{HIPPO},hippocampus_mri_segresnet", fold=0, out=str(tmp_path))
+        ensemble(f"{HIPPO},{untrained}", fold=0, out=str(tmp_path / "out"))
 
 
 @pytest.mark.slow

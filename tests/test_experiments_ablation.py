@@ -120,6 +120,11 @@ def test_grid_runs_each_variant_and_seed_once_and_resumes(tmp_path):
     ] == pytest.approx(-0.05)
     text = md.read_text()
     assert "| loss_name | focal | 3 | 0.7" in text and "| default | bundle defaults | 3 |" in text
+    command = (  # the report prints the command that made the grid (dict levels are not a file: left out)
+        f"python scripts/tune.py ablate {HIPPO} --factors loss_name,scheduler_name --seeds 0,1,2 --fold 0 "
+        f"--max_epochs 10 --out {tmp_path / 'runs'} --report_out {tmp_path / 'results'}"
+    )
+    assert f"```bash\n{command}\n```" in text
     assert (tmp_path / "results" / "plots" / "ablation_dice.png").stat().st_size > 10_000
     per_case = pd.read_csv(tmp_path / "results" / "ablations_per_case.csv")
     assert len(per_case) == 4 * 3 * 8 * 2

@@ -19,6 +19,7 @@ import torch
 from shared_components.bundle import runner
 from shared_components.bundle.runner import EVALUATE, INFER, TRAIN, bundle_command, run_bundle
 from shared_components.bundle.scaffold import BUNDLES_DIR
+from shared_components.experiments.benchmark import run_path
 from shared_components.experiments.leaderboard import _markdown
 from shared_components.experiments.runs import INFER_LOG, engine_seconds, timed_inference
 from shared_components.workflow import ProgressBar, is_on, quiet_warnings, report_evaluation, report_predictions
@@ -221,6 +222,9 @@ def test_leaderboard_shows_end_to_end_inference_and_names_each_run(tmp_path):
     (shipped / "configs").mkdir()
     (shipped / "configs" / "metadata.json").write_text(json.dumps({"eval_metrics": {"mean_dice": 0.8755}}))
     settings = _settings([str(shipped), str(tmp_path / "ds_segresnet")])
+    for folder in (tmp_path / "ds_segresnet" / "models", run_path(tmp_path, "ds_segresnet", 0) / "models"):
+        folder.mkdir(parents=True)
+        (folder / "model.pt").write_bytes(b"this run's best weights")  # the bundle ships the benchmark run's weights
     timed = _row("unet", cli_seconds_per_volume=0.061, cli_startup_seconds=5.5, peak_ram_gb=1.15)
     md = _markdown(settings, pd.DataFrame([timed, _row("segresnet", peak_ram_gb=1.4)]), {}, tmp_path)
     assert "| forward s / volume | stock CLI s / volume | stock CLI start-up s | peak RAM GB |" in md
@@ -228,7 +232,7 @@ def test_leaderboard_shows_end_to_end_inference_and_names_each_run(tmp_path):
     assert "| segresnet | 1.19 | 6.8 | 2 | 1.0 | 0.042 | not measured | not measured | 1.40 |" in md
     assert "| `runs/ds_unet/fold_0` |" in md and "| `runs/ds_segresnet/fold_0` |" in md
     assert "`ds_unet` ships `models/model.pt` from a different run (mean Dice 0.8755," in md
-    assert "`ds_segresnet` ships" not in md
+    assert "`ds_segresnet` ships" not in md and "byte for byte, by `ds_segresnet`: these runs' best" in md
 
 
 def test_leaderboard_says_when_end_to_end_inference_was_not_measured(tmp_path):

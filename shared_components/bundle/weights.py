@@ -87,6 +87,8 @@ def reproduce_command(facts: dict[str, Any]) -> str:
     cmd += ["--seed", str(s.get("seed", 0))]
     if s.get("overrides"):
         cmd += ["--overrides", json.dumps(s["overrides"])]
+    if s.get("out") not in (None, "results"):
+        cmd += ["--out", str(s["out"])]
     threads = s.get("machine", {}).get("torch_threads")
     prefix = f"OMP_NUM_THREADS={threads} " if threads else ""
     return prefix + shlex.join(cmd)

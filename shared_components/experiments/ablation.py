@@ -13,6 +13,7 @@ levels. Per case, Dice is averaged over seeds before the paired test, so the tes
 from __future__ import annotations
 
 import json
+import shlex
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -195,6 +196,21 @@ def ablate(
         "mlflow": mlflow_store(mlflow, results_dir),
         "experiment": f"ablation_{bundle_dir.name}",
     }
+    given = {
+        "factors": None if factors == DEFAULT_FACTORS else factors,
+        "levels": levels if isinstance(levels, str) else None,
+        "seeds": seeds,
+        "fold": fold,
+        "max_epochs": max_epochs,
+        "time_budget": time_budget,
+        "datalist": datalist,
+        "dataset_dir": dataset_dir,
+        "val_interval": val_interval,
+        "overrides": overrides,
+        "study": study if study != f"ablation_{bundle_dir.name}" else None,
+        "out": out,
+        "report_out": report_out,
+    }
     labels = list(table)
     st = optuna.create_study(
         study_name=study,
@@ -218,10 +234,28 @@ def ablate(
         work(
             st, make_objective(setup, overrides_of, _load_objective(objective)), n, wait, timeout, on_trial=_print_trial
         )
-    return write_ablation(st, setup, Path(report_out).resolve() if report_out else results_dir)
+    report = Path(report_out).resolve() if report_out else results_dir
+    return write_ablation(st, setup, report, command_line(bundle, given))
 
 
 # ---- the table --------------------------------------------------------------------------------------------------
+
+
+def command_line(bundle: str, given: Mapping[str, Any]) -> str:
+    """The ``tune.py ablate`` command that makes (or continues) this grid: the options given, lists comma-joined."""
+
+    def text(value: Any) -> str:
+        if isinstance(value, Mapping):
+            return json.dumps(dict(value))
+        if isinstance(value, list | tuple):
+            return ",".join(map(str, value))
+        return str(value)
+
+    args = ["python", "scripts/tune.py", "ablate", str(bundle)]
+    for key, value in given.items():
+        if value is not None:
+            args += [f"--{key}", text(value)]
+    return shlex.join(args)
 
 
 def collect(st: Any, setup: Mapping[str, Any]) -> tuple[dict[str, dict[int, dict]], dict[str, dict[int, float]]]:
@@ -290,8 +324,9 @@ def ablation_table(
     return table
 
 
-def write_ablation(st: Any, setup: Mapping[str, Any], out_dir: Path) -> Path:
-    """``ablations.md``/``.csv``, ``ablations_per_case.csv`` and ``plots/ablation_dice.png`` in ``out_dir``."""
+def write_ablation(st: Any, setup: Mapping[str, Any], out_dir: Path, command: str | None = None) -> Path:
+    """``ablations.md``/``.csv``, ``ablations_per_case.csv`` and ``plots/ablation_dice.png`` in ``out_dir``;
+    ``command`` (the one that made the grid) is printed under the tables."""
     import pandas as pd
 
     from shared_components.evaluation import plots
@@ -360,6 +395,9 @@ def write_ablation(st: Any, setup: Mapping[str, Any], out_dir: Path) -> Path:
         lines += [f"{missing} of {setup['trials']} runs are not finished (yet); rerun the same command to go on.", ""]
     if figure is not None:
         lines += [f"![per-case Dice per variant](plots/{PLOT})", ""]
+    if command:
+        lines += ["Reproduce (the same command continues an unfinished grid and rewrites this report):", ""]
+        lines += ["```bash", command, "```", ""]
     lines += [
         f"Files: `{CSV}` (every number above), `{PER_CASE_CSV}` (every case, class and seed); runs in "
         f"`{setup['out']}`, Optuna study `{setup['study']}`, MLflow experiment `{setup['experiment']}`.",

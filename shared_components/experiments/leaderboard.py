@@ -296,7 +296,7 @@ def _markdown(settings: Mapping[str, Any], table: pd.DataFrame, figures: Mapping
         cells += [_row_ci(r, f"dice_{c}") for c in [MEAN_CLASS, *classes]]
         cells += [fmt_p(r.get("p_holm")), _run_cell(r["bundle"], settings["folds"])]
         lines.append("| " + " | ".join(cells) + " |")
-    lines += ["", _runs_note(settings)]
+    lines += ["", _runs_note(settings, results)]
     detectors = [
         f"`{r['model']}`"
         for r in table.to_dict("records")
@@ -399,24 +399,33 @@ def _run_cell(bundle: str, folds: Sequence[int]) -> str:
     return f"`runs/{bundle}/{name}`"
 
 
-def _runs_note(settings: Mapping[str, Any]) -> str:
-    """Which run each row is; bundles shipping weights trained in another run are named, with that run's Dice."""
+def _runs_note(settings: Mapping[str, Any], results: Path) -> str:
+    """Which run each row is: bundles shipping one of these runs' weights (byte-identical ``models/model.pt``) say
+    so; bundles shipping weights trained in another run are named, with that run's Dice."""
     note = (
         "Each row is this benchmark's own training run of the bundle (`run`, trained from scratch under the budget "
-        "above), not weights a bundle ships."
+        "above)."
     )
+    same, other = [], []
     for bundle, folder in zip(settings["bundles"], settings.get("bundle_dirs", []), strict=False):
-        if not (Path(folder) / "models" / "model.pt").is_file():
+        shipped = Path(folder) / "models" / "model.pt"
+        if not shipped.is_file():
+            continue
+        runs = [run_path(results, bundle, f) / "models" / "model.pt" for f in settings["folds"]]
+        if any(r.is_file() and r.read_bytes() == shipped.read_bytes() for r in runs):
+            same.append(f"`{bundle}`")
             continue
         meta_file = Path(folder) / "configs" / "metadata.json"
         meta = json.loads(meta_file.read_text()) if meta_file.is_file() else {}
         dice = (meta.get("eval_metrics") or {}).get("mean_dice")
         quoted = f"mean Dice {dice}, " if is_number(dice) else ""
-        note += (
+        other.append(
             f" `{bundle}` ships `models/model.pt` from a different run ({quoted}in its model card "
             f"`bundles/{bundle}/docs/README.md`)."
         )
-    return note
+    if same:
+        note += f" Shipped as `models/model.pt`, byte for byte, by {', '.join(same)}: these runs' best checkpoints."
+    return note + "".join(other)
 
 
 def _measured(value: Any, digits: int) -> str:

@@ -48,7 +48,7 @@ from ignite.engine import Engine, Events
 
 from shared_components.data.seeding import rng_state, set_rng_state
 from shared_components.files import atomic_path, write_bytes_atomic, write_text_atomic
-from shared_components.training.handlers import EpochHistory, TimeBudget
+from shared_components.training.handlers import EpochHistory, TimeBudget, attached_handler
 
 logger = logging.getLogger(__name__)
 
@@ -218,16 +218,6 @@ def _rank() -> int:
     return torch.distributed.get_rank() if _distributed() else 0
 
 
-def _attached(engine: Engine, cls: type) -> Any:
-    """The first ``cls`` instance whose bound method handles one of ``engine``'s events (e.g. ``TimeBudget``)."""
-    for handlers in engine._event_handlers.values():
-        for handler, *_ in handlers:
-            owner = getattr(handler, "__self__", None)
-            if isinstance(owner, cls):
-                return owner
-    return None
-
-
 def _unwrap(network: torch.nn.Module) -> torch.nn.Module:
     return getattr(network, "module", network)
 
@@ -390,11 +380,11 @@ class RunCheckpoint:
         if scaler is not None and state.get("scaler"):  # empty when AMP is off
             scaler.load_state_dict(state["scaler"])
         engine.load_state_dict(state["trainer"])
-        budget, plan = _attached(engine, TimeBudget), state.get("time_budget")
+        budget, plan = attached_handler(engine, TimeBudget), state.get("time_budget")
         if budget is not None and plan:
             budget._t0 = time.perf_counter() - plan["elapsed"]
             budget._configured = plan["configured"]
-        history = _attached(engine, EpochHistory)
+        history = attached_handler(engine, EpochHistory)
         if history is not None and state.get("history") is not None:
             history.rows = [dict(r) for r in state["history"]]
         if self.validator is not None and state.get("validator_best"):
@@ -528,8 +518,8 @@ class RunCheckpoint:
     def _save(self, engine: Engine, status: str) -> None:
         if _rank() != 0:
             return
-        budget = _attached(engine, TimeBudget)
-        history = _attached(engine, EpochHistory)
+        budget = attached_handler(engine, TimeBudget)
+        history = attached_handler(engine, EpochHistory)
         scaler = getattr(engine, "scaler", None)
         v = self.validator
         elapsed = self._elapsed0 + time.time() - self._t0

@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 from ignite.engine import Engine, Events
-from monai.handlers import LrScheduleHandler
+from monai.handlers import LrScheduleHandler, ValidationHandler
 from torch.optim.lr_scheduler import ReduceLROnPlateau
 
 from shared_components.files import atomic_path
@@ -120,6 +120,18 @@ def _is_scalar(v: Any) -> bool:
     return isinstance(v, int | float) or (isinstance(v, torch.Tensor) and v.numel() == 1)
 
 
+def attached_handler(engine: Engine, cls: type) -> Any:
+    """The first ``cls`` instance attached to ``engine``: as a bound method handling one of its events (e.g.
+    ``TimeBudget``) or as the callable itself, also behind an event filter (MONAI's ``ValidationHandler``)."""
+    for handlers in engine._event_handlers.values():
+        for handler, *_ in handlers:
+            handler = getattr(handler, "__wrapped__", handler)  # ignite wraps filtered handlers
+            for owner in (handler, getattr(handler, "__self__", None)):
+                if isinstance(owner, cls):
+                    return owner
+    return None
+
+
 class TimeBudget:
     """Fit training into ``minutes`` of wall time (``None``: no budget).
 
@@ -129,6 +141,10 @@ class TimeBudget:
     common budget thus completes its schedule (warm-up to final decay) instead of being cut off at a high learning
     rate. Training stops once the next epoch would not
     fit. Under ``torch.distributed`` the ranks agree on the plan and the stop, so no rank waits forever.
+
+    With or without a budget, the last epoch is validated when the interval skips it (a budget that fits fewer
+    epochs than ``val_interval``, or ``max_epochs`` not a multiple of it): every run ends with evaluated weights, so
+    its best checkpoint exists.
     """
 
     def __init__(self, minutes: float | None = None, lr_scheduler: Any = None, val_interval: int = 1):
@@ -139,10 +155,16 @@ class TimeBudget:
         self._configured = 0
 
     def attach(self, engine: Engine) -> None:
-        if self.seconds is None:
-            return
-        engine.add_event_handler(Events.STARTED, self._start)
+        if self.seconds is not None:
+            engine.add_event_handler(Events.STARTED, self._start)
         engine.add_event_handler(Events.EPOCH_COMPLETED, self._check)
+
+    def _validate_last(self, engine: Engine) -> None:
+        """Run the trainer's ValidationHandler on this (final) epoch unless its interval just did."""
+        validation = attached_handler(engine, ValidationHandler)
+        if validation is not None and engine.state.epoch % self.val_interval != 0:
+            logger.info(f"validating the final epoch {engine.state.epoch} (val_interval {self.val_interval} skips it)")
+            validation(engine)
 
     def _start(self, engine: Engine) -> None:
         self._t0, self._configured = time.perf_counter(), engine.state.max_epochs
@@ -150,6 +172,9 @@ class TimeBudget:
     def _check(self, engine: Engine) -> None:
         elapsed, done = time.perf_counter() - self._t0, engine.state.epoch
         if done >= engine.state.max_epochs:
+            self._validate_last(engine)
+            return
+        if self.seconds is None:
             return
         fits = done + int((self.seconds - elapsed) // (elapsed / done)) if elapsed < self.seconds else done
         if fits >= self.val_interval:  # end on a validated epoch, so the final weights are evaluated
@@ -162,6 +187,7 @@ class TimeBudget:
         if over or planned <= done:
             why = "spent" if over else "too short for another epoch"
             logger.info(f"time budget of {self.seconds / 60:.1f} min {why}: stopping after epoch {done}")
+            self._validate_last(engine)
             engine.terminate()
         elif planned != engine.state.max_epochs:
             logger.info(f"time budget: {planned} epochs fit in {self.seconds / 60:.1f} min; schedule refitted")
