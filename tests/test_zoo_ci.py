@@ -91,7 +91,11 @@ def test_family_export_passes_the_offline_checks(model, family_export):
     assert not failed, "\n".join(map(str, failed))
     assert r.torchscript, r.exports.get("ts")  # scripted, or traced where MONAI cannot script (SwinUNETR only)
     assert (r.exports["ts"]["method"] == "scripted") == (r.network not in NOT_SCRIPTABLE), r.exports["ts"]
-    assert r.onnx, r.exports.get("onnx")  # every family exports to ONNX that onnxruntime runs like eager
+    if model == "swin_unetr":  # hippocampus patch 32x64x32: a 1x2x1 bottleneck torch's legacy ONNX exporter refuses
+        assert not r.onnx and "instance_norm for unknown channel size" in r.exports["onnx"]["detail"], r.exports
+        assert "no `models/model.onnx`" in (r.path / "docs" / "README.md").read_text()  # the export says so
+        return
+    assert r.onnx, r.exports.get("onnx")  # every other family exports to ONNX that onnxruntime runs like eager
 
 
 @pytest.mark.parametrize("model", FAMILIES)

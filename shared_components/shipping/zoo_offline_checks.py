@@ -227,7 +227,9 @@ def _kept_if_verified(path: str, info: dict[str, Any]) -> Iterator[None]:
         yield
         info["ok"] = True
     except Exception as e:  # noqa: BLE001 - reported, the file is not shipped
-        info["detail"] = "".join(traceback.format_exception_only(type(e), e)).strip()[-600:]
+        text = "".join(traceback.format_exception_only(type(e), e)).strip()
+        head = text.splitlines()[0][:300] if text else type(e).__name__  # the error itself, before any dumped graph
+        info["detail"] = text if len(text) <= 600 else f"{head} [...] {text[-300:]}"
         if os.path.exists(path):
             os.remove(path)
 
