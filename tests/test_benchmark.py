@@ -174,3 +174,10 @@ def test_a_finished_run_ships_in_its_bundle_with_its_own_numbers(grid, tmp_path)
     other = root / "results" / "hippocampus_mri" / "runs" / "hippocampus_mri_unet_small"
     with pytest.raises(ValueError, match="not of hippocampus_mri_unet"):
         weights.ship_run(bundle, other / "fold_0", force=True)
+    fresh = scaffold.create("hippocampus_mri", "unet", root=tmp_path / "again")  # a card it cannot fill in
+    card = fresh / "docs" / "README.md"
+    card.write_text(card.read_text().replace("## Performance", "## Results"))
+    with pytest.raises(ValueError, match="no '## Performance' section"):
+        weights.ship_run(fresh, run)
+    assert not (fresh / "models" / "model.pt").exists(), "a failed ship left weights behind"
+    assert json.loads((fresh / "configs" / "metadata.json").read_text())["eval_metrics"] == {}

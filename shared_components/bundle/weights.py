@@ -10,15 +10,14 @@ from __future__ import annotations
 
 import json
 import re
-import shlex
 import shutil
 from pathlib import Path
 from typing import Any
 
 from shared_components.bundle.model_card import README_UNTRAINED, UNTRAINED_NOTE, wrap_markdown
+from shared_components.evaluation.report import MEAN_CLASS, SUMMARY_JSON
 from shared_components.files import atomic_path, write_text_atomic
 
-BENCHMARK_FILE = "benchmark.json"
 # where the Performance section ends: the next top-level section of the card
 _SECTION = re.compile(r"^## .*$", re.M)
 
@@ -31,11 +30,13 @@ def _read(path: Path, what: str) -> dict[str, Any]:
 
 def _benchmark_settings(run_dir: Path) -> dict[str, Any]:
     """The benchmark.json of the grid a run belongs to (``<out>/<dataset>/runs/<bundle>/fold_<k>``)."""
+    from shared_components.experiments.benchmark import SETTINGS
+
     for parent in run_dir.parents:
-        if (parent / BENCHMARK_FILE).is_file():
-            return json.loads((parent / BENCHMARK_FILE).read_text())
+        if (parent / SETTINGS).is_file():
+            return json.loads((parent / SETTINGS).read_text())
     raise FileNotFoundError(
-        f"no {BENCHMARK_FILE} above {run_dir}: ship runs made by `scripts/benchmark.py run` (it records the command, "
+        f"no {SETTINGS} above {run_dir}: ship runs made by `scripts/benchmark.py run` (it records the command, "
         "budget and machine the card must state)."
     )
 
@@ -45,11 +46,13 @@ def run_facts(run_dir: str | Path) -> dict[str, Any]:
 
     Raises (naming the missing file) when the run is not finished, not evaluated or kept no weights.
     """
+    from shared_components.experiments.runs import RUN_FILE
+
     run_dir = Path(run_dir)
-    record = _read(run_dir / "run.json", "not a benchmark run folder")
+    record = _read(run_dir / RUN_FILE, "not a benchmark run folder")
     if record.get("status") != "done":
         raise ValueError(f"{run_dir} is not finished (status {record.get('status')!r}); run the benchmark to the end.")
-    summary = _read(run_dir / "eval" / "metrics_summary.json", "the run was not evaluated")
+    summary = _read(run_dir / "eval" / SUMMARY_JSON, "the run was not evaluated")
     best = _read(run_dir / "best_model.json", "the run kept no best checkpoint")
     weights = run_dir / "models" / "model.pt"
     if not weights.is_file():
@@ -77,21 +80,14 @@ def hardware_text(machine: dict[str, Any]) -> str:
 
 
 def reproduce_command(facts: dict[str, Any]) -> str:
-    """The benchmark command that trains and scores this one bundle as the run was (from the repository root)."""
-    s, record = facts["settings"], facts["record"]
-    cmd = ["python", "scripts/benchmark.py", "run", "--bundles", record["bundle"], "--folds", str(facts["fold"])]
-    if s.get("max_epochs") is not None:
-        cmd += ["--max_epochs", str(s["max_epochs"])]
-    if s.get("time_budget_minutes") is not None:
-        cmd += ["--time_budget", f"{s['time_budget_minutes']:g}"]
-    cmd += ["--seed", str(s.get("seed", 0))]
-    if s.get("overrides"):
-        cmd += ["--overrides", json.dumps(s["overrides"])]
-    if s.get("out") not in (None, "results"):
-        cmd += ["--out", str(s["out"])]
-    threads = s.get("machine", {}).get("torch_threads")
+    """The benchmark's own command line (:func:`~shared_components.experiments.benchmark.command`) for this one
+    bundle and fold, with the run's torch threads (from the repository root)."""
+    from shared_components.experiments.benchmark import command
+
+    settings = facts["settings"]
+    threads = settings.get("machine", {}).get("torch_threads")
     prefix = f"OMP_NUM_THREADS={threads} " if threads else ""
-    return prefix + shlex.join(cmd)
+    return prefix + command({**settings, "bundles": [facts["record"]["bundle"]], "folds": [facts["fold"]]})
 
 
 def _stat(summary: dict[str, Any], cls: str, metric: str) -> dict[str, Any] | None:
@@ -107,7 +103,7 @@ def _ci(stat: dict[str, Any] | None, digits: int) -> str:
 def eval_metrics(facts: dict[str, Any]) -> dict[str, float]:
     """``mean_dice`` and ``<class>_dice`` of the held-out fold, for ``eval_metrics`` of metadata.json."""
     summary = facts["summary"]
-    out = {"mean_dice": round(_stat(summary, "mean", "dice")["mean"], 4)}
+    out = {"mean_dice": round(_stat(summary, MEAN_CLASS, "dice")["mean"], 4)}
     for cls in summary["classes"]:
         out[f"{cls.replace(' ', '_')}_dice"] = round(_stat(summary, cls, "dice")["mean"], 4)
     return out
@@ -125,7 +121,7 @@ def performance_section(facts: dict[str, Any], note: str | None = None) -> str:
     metrics = [m for m in ("dice", "hd95", "nsd") if m in summary["metrics"]]
     names = {"dice": "Dice", "hd95": "HD95 mm", "nsd": f"NSD ({summary.get('nsd_tolerance_mm', 1):g} mm)"}
     rows = [f"| class | {' | '.join(names[m] for m in metrics)} |", "|---" * (len(metrics) + 1) + "|"]
-    for cls, label in [*((c, c) for c in summary["classes"]), ("mean", "**mean foreground**")]:
+    for cls, label in [*((c, c) for c in summary["classes"]), (MEAN_CLASS, "**mean foreground**")]:
         cells = [_ci(_stat(summary, cls, m), 2 if m == "hd95" else 3 if m == "nsd" else 4) for m in metrics]
         rows.append(f"| {label} | {' | '.join(cells)} |")
     selection = facts["selection_fold"]
@@ -225,6 +221,8 @@ def ship_run(bundle: str | Path, run_dir: str | Path, force: bool = False, note:
         **meta.get("changelog", {}),
     }
     meta |= {"version": version, "eval_metrics": metrics, "description": _description(bundle, facts, metrics)}
+    # every text is made before the first file is written, so an error here leaves the bundle as it was
+    card = _replace_performance(card, performance_section(facts, note))
     with atomic_path(target) as tmp:
         shutil.copyfile(facts["weights"], tmp)
     history = facts["run_dir"] / "logs" / "history.csv"
@@ -235,5 +233,5 @@ def ship_run(bundle: str | Path, run_dir: str | Path, force: bool = False, note:
         learning_curves_png({bundle.name: history}, bundle / "docs" / "learning_curves.png")
         written += [bundle / "docs" / "training_history.csv", bundle / "docs" / "learning_curves.png"]
     written.append(write_text_atomic(meta_path, json.dumps(meta, indent=4) + "\n"))
-    written.append(write_text_atomic(card_path, _replace_performance(card, performance_section(facts, note))))
+    written.append(write_text_atomic(card_path, card))
     return written

@@ -99,9 +99,9 @@ def split(
             f"selection_fold={selection_fold} must be another fold of the datalist than fold={fold} "
             f"(one of {others}), or null."
         )
-    held_out = {int(fold), *([] if selection_fold is None else [int(selection_fold)])} if use_folds else set()
+    held_out = {int(fold), *([] if chosen is None else [chosen])} if use_folds else set()
     if part == "select":
-        part, fold = "val", fold if selection_fold is None else selection_fold
+        part, fold = "val", fold if chosen is None else chosen
     if part == "train":
         items = [e for e in training if not use_folds or int(e["fold"]) not in held_out]
     elif part == "val":

@@ -8,6 +8,7 @@ row too: its per-case table holds detection values only, so its Dice, surface me
 
 from __future__ import annotations
 
+import filecmp
 import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -412,7 +413,7 @@ def _runs_note(settings: Mapping[str, Any], results: Path) -> str:
         if not shipped.is_file():
             continue
         runs = [run_path(results, bundle, f) / "models" / "model.pt" for f in settings["folds"]]
-        if any(r.is_file() and r.read_bytes() == shipped.read_bytes() for r in runs):
+        if any(r.is_file() and filecmp.cmp(r, shipped, shallow=False) for r in runs):
             same.append(f"`{bundle}`")
             continue
         meta_file = Path(folder) / "configs" / "metadata.json"
