@@ -350,6 +350,27 @@ def test_create_makes_a_complete_valid_bundle(tmp_path: Path):
         scaffold.create("spleen_ct", "segresnet", root=tmp_path, overwrite=True)
 
 
+def test_a_card_that_disagrees_with_its_configs_is_stale_and_sync_rewrites_it(tmp_path: Path):
+    """A patch-size change in the specs makes the card's window and export shape stale (the traced SwinUNETR then
+    accepts no sliding-window input): check lists the card, sync rewrites it and keeps the shipped Performance."""
+    import shutil
+
+    bundle = tmp_path / "hippocampus_mri_segresnet"
+    shutil.copytree(BUNDLES_DIR / bundle.name / "configs", bundle / "configs")
+    shutil.copytree(BUNDLES_DIR / bundle.name / "docs", bundle / "docs")
+    shutil.copy(BUNDLES_DIR / bundle.name / "LICENSE", bundle / "LICENSE")
+    (bundle / "models").mkdir()
+    (bundle / "models" / "model.pt").write_bytes(b"weights")
+    card = bundle / "docs" / "README.md"
+    good = card.read_text()
+    patch = "x".join(str(v) for v in header(bundle)["patch_size"])
+    assert scaffold.check(bundle) == [] and f"window of {patch} voxels" in good
+    card.write_text(good.replace(f"window of {patch} voxels", "window of 64x64x64 voxels"))
+    assert scaffold.check(bundle) == [str(card)]
+    assert scaffold.sync(bundle) == [str(card)]
+    assert card.read_text() == good and scaffold.check(bundle) == []
+
+
 def test_model_specs_fit_the_patch_to_the_network():
     assert header(BUNDLES_DIR / "hippocampus_mri_unetr")["patch_size"] == [48, 64, 48]  # 40x56x40 up to x16
     assert header(BUNDLES_DIR / "brats_mri_swin_unetr")["patch_size"] == [128, 128, 128]  # 128 is a multiple of 32

@@ -3,7 +3,9 @@ its train.yaml header (Model Zoo style: overview, data, training configuration, 
 
 from __future__ import annotations
 
+import functools
 import importlib.metadata
+import re
 import textwrap
 from pathlib import Path
 from typing import Any
@@ -26,6 +28,16 @@ UNTRAINED_NOTE = (
 )
 # how an untrained bundle's README says so (the paragraph an export drops: it ships weights)
 README_UNTRAINED = "**No trained weights are shipped with this bundle**"
+_SECTION = re.compile(r"^## .*$", re.M)
+
+
+def section_span(readme: str, title: str) -> tuple[int, int]:
+    """Start and end offsets of the ``## <title>`` section of a Markdown text (to the next ``## `` heading)."""
+    start = readme.find(f"## {title}")
+    if start < 0:
+        raise ValueError(f"the model card has no '## {title}' section.")
+    nxt = _SECTION.search(readme, start + len(title) + 3)
+    return start, nxt.start() if nxt else len(readme)
 
 
 def _description(kind: str, name: str, unknown: str | None = None) -> str:
@@ -139,7 +151,11 @@ class ModelCard:
         self.di, self.mi = dataset["info"], model["info"]
         header, _ = split_standard((self.bundle / "configs" / "train.yaml").read_text())
         self.config = yaml.safe_load(header)
-        self.params = _count_parameters(self.bundle)
+
+    @functools.cached_property
+    def params(self) -> int:
+        """Parameters of the bundle's network (instantiated: needs torch and MONAI)."""
+        return _count_parameters(self.bundle)
 
     # ---- facts shared by metadata and README
     @property
@@ -245,6 +261,19 @@ class ModelCard:
             shape = [1, int(c["num_channels"]), *c["patch_size"]]
             cmd += f' \\\n    --use_trace True --input_shape "{shape}"'
         return cmd
+
+    def readme_facts(self) -> list[str]:
+        """What docs/README.md must say as the configs give it (whitespace aside): the inference window and the
+        export command. A README that lacks one is stale (``new_bundle.py check`` lists it, ``sync`` rewrites it)."""
+        return [f"sliding window of {_size(self.config['patch_size'])} voxels", self.export_command()]
+
+    def refreshed_readme(self, current: str, trained: bool) -> str:
+        """:meth:`readme`, keeping the Performance section of ``current`` when the bundle ships trained weights."""
+        new = self.readme()
+        if not trained:
+            return new
+        start, end = section_span(current, "Performance")
+        return replace_performance(new, current[start:end])
 
     def readme(self) -> str:
         c, di, mi = self.config, self.di, self.mi
@@ -362,3 +391,11 @@ The bundle needs the `shared_components` package of this repository (`pip instal
 Code: Apache-2.0 (`LICENSE`). Data and weights trained on it: see [`data_license.txt`](data_license.txt).
 Research use only; not for clinical use.
 """)
+
+
+def replace_performance(readme: str, section: str) -> str:
+    """``readme`` with ``section`` as its Performance section, and without the untrained-bundle paragraph."""
+    start, end = section_span(readme, "Performance")
+    paragraphs = readme[:start].split("\n\n")
+    head = "\n\n".join(p for p in paragraphs if not p.startswith(README_UNTRAINED))
+    return head.rstrip("\n") + "\n\n" + section + readme[end:]

@@ -168,7 +168,24 @@ def _reconcile(bundle_dir: str | Path, write: bool) -> list[str]:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 path.write_text(text)
             drifted.append(str(path))
+    card = bundle_dir / "docs" / "README.md"
+    if bundle_pair(bundle_dir) and card.is_file() and stale_card(bundle_dir, write):
+        drifted.append(str(card))
     return drifted
+
+
+def stale_card(bundle_dir: Path, write: bool = False) -> bool:
+    """Whether ``docs/README.md`` lacks a fact its configs give (:meth:`ModelCard.readme_facts`); rewritten from the
+    specs when ``write``, keeping the Performance section of a bundle with shipped weights."""
+    pair = bundle_pair(bundle_dir)
+    card, path = model_card.ModelCard(bundle_dir, *pair_specs(*pair)), bundle_dir / "docs" / "README.md"
+    text = path.read_text()
+    flat = " ".join(text.split())
+    if all(" ".join(fact.split()) in flat for fact in card.readme_facts()):
+        return False
+    if write:
+        path.write_text(card.refreshed_readme(text, trained=(bundle_dir / "models" / "model.pt").is_file()))
+    return True
 
 
 def check(bundle_dir: str | Path) -> list[str]:

@@ -9,17 +9,15 @@ weights is replaced only when asked (``force``), and every file is written atomi
 from __future__ import annotations
 
 import json
-import re
 import shutil
 from pathlib import Path
 from typing import Any
 
-from shared_components.bundle.model_card import README_UNTRAINED, UNTRAINED_NOTE, wrap_markdown
+from shared_components.bundle.model_card import UNTRAINED_NOTE, replace_performance, wrap_markdown
 from shared_components.evaluation.report import MEAN_CLASS, SUMMARY_JSON
 from shared_components.files import atomic_path, write_text_atomic
 
 # where the Performance section ends: the next top-level section of the card
-_SECTION = re.compile(r"^## .*$", re.M)
 
 
 def _read(path: Path, what: str) -> dict[str, Any]:
@@ -161,17 +159,6 @@ Reproduce the weights and this table (from the repository root, data in `$SEG_DA
 """)
 
 
-def _replace_performance(readme: str, section: str) -> str:
-    start = readme.find("## Performance")
-    if start < 0:
-        raise ValueError("the model card has no '## Performance' section to replace.")
-    nxt = _SECTION.search(readme, start + len("## Performance"))
-    end = nxt.start() if nxt else len(readme)
-    paragraphs = readme[:start].split("\n\n")
-    head = "\n\n".join(p for p in paragraphs if not p.startswith(README_UNTRAINED))
-    return head.rstrip("\n") + "\n\n" + section + readme[end:]
-
-
 def _description(bundle: Path, facts: dict[str, Any], metrics: dict[str, float]) -> str:
     """The specs' description of the bundle, then what the shipped weights are and scored."""
     from shared_components.bundle import scaffold
@@ -222,7 +209,7 @@ def ship_run(bundle: str | Path, run_dir: str | Path, force: bool = False, note:
     }
     meta |= {"version": version, "eval_metrics": metrics, "description": _description(bundle, facts, metrics)}
     # every text is made before the first file is written, so an error here leaves the bundle as it was
-    card = _replace_performance(card, performance_section(facts, note))
+    card = replace_performance(card, performance_section(facts, note))
     with atomic_path(target) as tmp:
         shutil.copyfile(facts["weights"], tmp)
     history = facts["run_dir"] / "logs" / "history.csv"
