@@ -176,6 +176,34 @@ def test_a_worse_rerun_keeps_the_better_weights(baseline, bundle, hippo_dir, tin
     assert {p: _sha(run_dir / p) for p in before} == before
 
 
+@pytest.mark.slow
+def test_checkpoint_final_keeps_the_last_epochs_weights(bundle, hippo_dir, tiny_hippo, tmp_path):
+    """checkpoint final: nothing is chosen by validation; the last epoch's weights are the run's, promoted, and
+    described as such; a best-weights rerun of that folder is refused (its metrics are not comparable)."""
+    ov = _overrides(hippo_dir, tiny_hippo, tmp_path, checkpoint="final", val_interval=2)
+    proc = _ok(_run(bundle, ov))
+    state, kept = _state(tmp_path), json.loads((tmp_path / BEST_JSON).read_text())
+    assert state["epoch"] == EPOCHS and kept["choice"] == "final" and kept["epoch"] == EPOCHS
+    assert kept["metric"] == state["history"][-1]["val_mean_dice"]  # the last epoch is validated, for the record
+    weights = torch.load(tmp_path / BEST, map_location="cpu", weights_only=True)
+    assert all(torch.equal(weights[k], v) for k, v in state["network"].items())
+    assert _sha(tmp_path / "models" / "model.pt") == _sha(tmp_path / BEST)
+    assert f"final weights of epoch {EPOCHS}" in proc.stdout
+    refused = _run(bundle, _overrides(hippo_dir, tiny_hippo, tmp_path))
+    assert refused.returncode == 1 and "checkpoint (final -> <absent>)" in refused.stderr, refused.stderr[-2000:]
+
+
+def test_checkpoint_choice_is_checked_and_names_the_run():
+    from monai.bundle import ConfigParser
+
+    with pytest.raises(ValueError, match="must be one of best, final"):
+        RunCheckpoint("r", "m", torch.nn.Linear(1, 1), None, checkpoint="last")  # type: ignore[arg-type]
+    parser = ConfigParser()
+    parser.read_config(str(Path(__file__).resolve().parents[1] / "bundles" / HIPPO / "configs" / "train.yaml"))
+    parser["checkpoint"] = "final"
+    assert parser.get_parsed_content("run_name") == "fold0_seed0_final"
+
+
 def _bundle_copy(bundle: Path, dest: Path) -> Path:
     shutil.copytree(bundle, dest, ignore=shutil.ignore_patterns("runs", "logs", "eval", "cache", "__pycache__"))
     return dest

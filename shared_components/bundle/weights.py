@@ -51,7 +51,7 @@ def run_facts(run_dir: str | Path) -> dict[str, Any]:
     if record.get("status") != "done":
         raise ValueError(f"{run_dir} is not finished (status {record.get('status')!r}); run the benchmark to the end.")
     summary = _read(run_dir / "eval" / SUMMARY_JSON, "the run was not evaluated")
-    best = _read(run_dir / "best_model.json", "the run kept no best checkpoint")
+    best = _read(run_dir / "best_model.json", "the run kept no weights (best_model.json)")
     weights = run_dir / "models" / "model.pt"
     if not weights.is_file():
         raise FileNotFoundError(f"{weights} is missing: the run promoted no weights.")
@@ -124,7 +124,9 @@ def performance_section(facts: dict[str, Any], note: str | None = None) -> str:
         rows.append(f"| {label} | {' | '.join(cells)} |")
     selection = facts["selection_fold"]
     chosen = (
-        f"the checkpoint (epoch {best['epoch']}, validation Dice {best['metric']:.4f}) was chosen on fold {selection}, "
+        f"these are the final weights (epoch {best['epoch']}): no checkpoint was chosen, so the fold is unseen"
+        if best.get("choice") == "final"
+        else f"the checkpoint (epoch {best['epoch']}, validation Dice {best['metric']:.4f}) was chosen on fold {selection}, "
         f"and neither fold was trained on"
         if selection is not None
         else f"the checkpoint (epoch {best['epoch']}) was chosen on this same fold, so the numbers are slightly optimistic"
@@ -171,6 +173,8 @@ def _description(bundle: Path, facts: dict[str, Any], metrics: dict[str, float])
     base = ModelCard(bundle, *scaffold.pair_specs(*pair)).metadata()["description"].replace(UNTRAINED_NOTE, "").strip()
     sel = facts["selection_fold"]
     chosen = f"checkpoint chosen on fold {sel}" if sel is not None else "checkpoint chosen on the same fold"
+    if facts["best"].get("choice") == "final":
+        chosen = "final weights, no checkpoint chosen"
     return (
         f"{base} Trained for {_minutes(record['train_seconds'])} on "
         f"{hardware_text(facts['settings'].get('machine', {}))}; fold {facts['fold']} held out ({summary['cases']} "

@@ -188,7 +188,7 @@ def run_benchmark(
     settings["started"] = time.strftime("%Y-%m-%d %H:%M:%S")
     write_json(results / SETTINGS, settings)
     params = {d.name: count_parameters(d) for d in dirs}
-    grid = [(d, f) for d in dirs for f in folds]
+    grid = [(d, f) for f in folds for d in dirs]  # fold by fold: after the first, every bundle has a number
     bar = tqdm(total=len(grid), desc=f"benchmark {name}", unit="run")
     queue = None
     if storage:

@@ -6,9 +6,11 @@ A training run writes into its run folder ``run_dir`` (default ``<bundle>/runs/f
   trainer epoch/iteration, AMP GradScaler, TimeBudget plan, history rows, best metric, torch/numpy/Python RNG states,
   the run signature); rewritten atomically at every epoch end (after its validation), marked finished at the end.
   ``train_state.json`` is its summary (status ``running``/``stopped``/``failed``/``finished``, epoch, reason).
-* ``best_model.pt``: the best weights (a bare state dict, like ``models/model.pt``) and ``best_model.json`` (metric,
-  epoch, iteration, time, config hash, signature, sha256 of the weights). Replaced only by a strictly better
-  validation metric, also across reruns of the same folder.
+* ``best_model.pt``: the run's chosen weights (a bare state dict, like ``models/model.pt``) and ``best_model.json``
+  (metric, epoch, iteration, time, config hash, signature, sha256 of the weights, ``choice``). With ``checkpoint``
+  ``best`` (the default) they are the best by validation metric, replaced only by a strictly better one, also across
+  reruns of the same folder; with ``final`` they are the weights of the last epoch, written when the run finishes
+  (nnU-Net's practice: no checkpoint is chosen on any data, so every case outside the training folds stays unseen).
 * ``config.json``: the merged config the run was started with and its signature (written when a run starts).
 * ``logs/``: ``history.csv`` and TensorBoard events (``log_dir``).
 
@@ -53,12 +55,13 @@ from shared_components.training.handlers import EpochHistory, TimeBudget, attach
 logger = logging.getLogger(__name__)
 
 STATE, STATE_JSON = "train_state.pt", "train_state.json"
+CHOICES = ("best", "final")  # which weights a run keeps (RunCheckpoint's ``checkpoint``)
 BEST, BEST_JSON = "best_model.pt", "best_model.json"
 CONFIG = "config.json"
 FORMAT = 1
 # signature entries a rerun (without --resume) must share with the folder's best weights for their validation
 # metrics to be comparable (and the weights to load into the same network)
-COMPARABLE = ("network_def", "patch_size", "num_classes", "multilabel", "preprocessing_args", "val_data")
+COMPARABLE = ("network_def", "patch_size", "num_classes", "multilabel", "preprocessing_args", "val_data", "checkpoint")
 HOOK_ENV = "SEG_TRAIN_HOOK"
 _EXIT_CODES = {signal.SIGTERM: 143, signal.SIGINT: 130}
 _LONG = 200  # signature values longer than this (as JSON) are stored as a digest
@@ -238,6 +241,7 @@ class RunCheckpoint:
         resume: continue the run in ``run_dir`` (starts one when there is none).
         promote: write the best weights to ``models/model.pt`` even if it existed before the run.
         overwrite: discard ``run_dir``'s earlier run (state and best weights) instead of refusing.
+        checkpoint: ``best`` (validation metric picks the weights) or ``final`` (the last epoch's weights).
     """
 
     def __init__(
@@ -253,11 +257,17 @@ class RunCheckpoint:
         promote: bool = False,
         overwrite: bool = False,
         model_filename: str = "model.pt",
+        checkpoint: str = "best",
     ):
+        if checkpoint not in CHOICES:
+            raise ValueError(f"checkpoint={checkpoint!r} must be one of {', '.join(CHOICES)}.")
+        self.choice = checkpoint
         self.run_dir, self.ckpt_dir = Path(run_dir), Path(ckpt_dir)
         self.model_path = self.ckpt_dir / model_filename
         self.network, self.optimizer, self.lr_scheduler, self.validator = network, optimizer, lr_scheduler, validator
         self.signature = normalize_signature(signature)
+        if checkpoint != "best":  # only then: the signatures of earlier (best-weights) runs stay valid for resume
+            self.signature["checkpoint"] = checkpoint
         self.config_hash = signature_hash(self.signature)
         self.monailabel = under_monailabel()
         self.resume = bool(resume) and not self.monailabel
@@ -434,7 +444,7 @@ class RunCheckpoint:
         validated = self._val_epoch == engine.state.epoch
         if validated and self._val_partial:
             return  # validation cut short by a signal: resume redoes this epoch from the last saved one
-        if validated:
+        if validated and self.choice == "best":
             self._update_best(engine)
         self._save(engine, "running")
         self._agree()
@@ -442,12 +452,19 @@ class RunCheckpoint:
     def _completed(self, engine: Engine) -> None:
         if self._signal:
             self._stop(engine)
+        if self.choice == "final":
+            self._keep(engine, self._val_metric if self._val_epoch == engine.state.epoch else None)
         self._save(engine, "finished")
         self._restore_signals()
         if _rank() != 0:
             return
         best_file, key = self.run_dir / BEST, self.best.get("metric_name", "metric")
         what = f"best {key} {self.best['metric']:.4f} at epoch {self.best.get('epoch')}" if self.best else "no best"
+        if self.choice == "final":
+            metric = self.best.get("metric")
+            what = f"final weights of epoch {self.best.get('epoch')}" + (
+                f" ({key} {metric:.4f})" if metric is not None else ""
+            )
         if self.promoting and best_file.is_file():
             if _file_sha(self.model_path) != _file_sha(best_file):
                 write_bytes_atomic(self.model_path, best_file.read_bytes())
@@ -497,8 +514,13 @@ class RunCheckpoint:
         cmp = getattr(self.validator, "metric_cmp_fn", lambda a, b: a > b)
         if self.best and not cmp(metric, float(self.best["metric"])):
             return
+        self._keep(engine, metric)
+
+    def _keep(self, engine: Engine, metric: float | None) -> None:
+        """Write the network's current weights as the run's chosen ones (best_model.pt/.json), promoted if so."""
         self.best = {
-            "metric_name": self.validator.state.key_metric_name,
+            "choice": self.choice,
+            "metric_name": self.validator.state.key_metric_name if self.validator is not None else None,
             "metric": metric,
             "epoch": engine.state.epoch,
             "iteration": engine.state.iteration,
@@ -588,7 +610,10 @@ def eval_checkpoint(run_dir: str, ckpt_dir: str, model_filename: str = "model.pt
         detail = "its best_model.json describes other weights (interrupted write)"
     elif info:
         source = f", from {info['run']}" if "run" in info else ""
-        detail = f"{info.get('metric_name', 'metric')} {info['metric']:.4f} at epoch {info.get('epoch')}{source}"
+        metric = info.get("metric")
+        scored = f"{info.get('metric_name') or 'metric'} {metric:.4f}" if metric is not None else "no validation"
+        what = "final weights" if info.get("choice") == "final" else "best weights"
+        detail = f"{what}, {scored} at epoch {info.get('epoch')}{source}"
     else:
         detail = "no stored validation metric"
     if _rank() == 0:
