@@ -97,8 +97,13 @@ BENCHMARK = Group(
     {
         "run": Command("shared_components.experiments.benchmark:run_benchmark"),
         "report": Command("shared_components.experiments.benchmark:report_benchmark"),
+        "ensemble": Command("shared_components.experiments.benchmark_ensemble:ensemble_benchmark"),
     },
-    ("run --bundles 'hippocampus_mri_*' --folds 0 --max_epochs 150 --time_budget 20", "report results/hippocampus_mri"),
+    (
+        "run --bundles 'hippocampus_mri_*' --folds 0 --max_epochs 150 --time_budget 20",
+        "report results/hippocampus_mri",
+        "ensemble results/hippocampus_mri --members segresnet,attention_unet",
+    ),
 )
 NEW_BUNDLE = Group(
     "Create bundles from dataset and model specs; keep every bundle in sync with them.",

@@ -181,3 +181,36 @@ def test_a_finished_run_ships_in_its_bundle_with_its_own_numbers(grid, tmp_path)
         weights.ship_run(fresh, run)
     assert not (fresh / "models" / "model.pt").exists(), "a failed ship left weights behind"
     assert json.loads((fresh / "configs" / "metadata.json").read_text())["eval_metrics"] == {}
+
+
+def test_an_ensemble_of_the_grids_runs_is_ranked_with_them(grid, tmp_path):
+    """benchmark.py ensemble: the fold's member runs averaged and scored on that fold, a leaderboard row whose
+    training cost is the members' together; a rerun keeps the scored fold; a member without a finished run or not
+    in the grid is refused."""
+    from shared_components.experiments.benchmark_ensemble import ENSEMBLES, ensemble_benchmark
+
+    _, src, _ = grid
+    results = tmp_path / "hippocampus_mri"
+    shutil.copytree(src, results)
+    ensemble_benchmark(results, "unet,unet_small")
+    name = "hippocampus_mri_ensemble_unet+unet_small"
+    t = pd.read_csv(results / "leaderboard.csv").set_index("model")
+    row = t.loc["ensemble_unet+unet_small"]
+    assert row["status"] == "done" and row["rank"] in (1, 2, 3) and row["cases"] == 3
+    assert row["train_minutes"] == pytest.approx(
+        t.loc["unet", "train_minutes"] + t.loc["unet_small", "train_minutes"], abs=1e-5
+    )
+    assert row["members"] == f"{HIPPO},hippocampus_mri_unet_small"
+    eval_dir = results / "runs" / name / "fold_0" / "eval"
+    cases = pd.read_csv(eval_dir / "metrics_per_case.csv", dtype={"fold": str})
+    assert set(cases["fold"]) == {"0"} and len(cases[cases["metric"] == "dice"]) == 3 * 2
+    md = (results / "leaderboard.md").read_text()
+    assert "| ensemble_unet+unet_small |" in md and "`ensemble_unet+unet_small`: unet, unet_small averaged" in md
+    assert json.loads((results / ENSEMBLES).read_text())[name]["members"] == [HIPPO, "hippocampus_mri_unet_small"]
+    before = (eval_dir / "metrics_per_case.csv").stat().st_mtime_ns
+    ensemble_benchmark(results, "unet,unet_small", report=False)
+    assert (eval_dir / "metrics_per_case.csv").stat().st_mtime_ns == before
+    with pytest.raises(RuntimeError, match="broken not done"):
+        ensemble_benchmark(results, "unet,broken")
+    with pytest.raises(ValueError, match="not bundles of this benchmark"):
+        ensemble_benchmark(results, "unet,segresnet")

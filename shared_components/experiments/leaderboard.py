@@ -30,6 +30,7 @@ from shared_components.evaluation.report import (
 )
 from shared_components.evaluation.statistics import compare_to_best
 from shared_components.experiments.benchmark import SETTINGS, command, run_path
+from shared_components.experiments.benchmark_ensemble import read_ensembles
 from shared_components.experiments.runs import read_run
 
 LEADERBOARD_MD = "leaderboard.md"
@@ -65,7 +66,8 @@ def collect(results: Path) -> tuple[dict[str, Any], pd.DataFrame, pd.DataFrame]:
     settings = json.loads(path.read_text())
     dataset = settings["name"]
     rows, frames = [], []
-    for bundle in settings["bundles"]:
+    ensembles = read_ensembles(results)
+    for bundle in [*settings["bundles"], *ensembles]:
         model = model_name(bundle, dataset)
         recs = [read_run(run_path(results, bundle, f)) for f in settings["folds"]]
         done = [(f, r) for f, r in zip(settings["folds"], recs, strict=True) if r.get("status") == "done"]
@@ -84,6 +86,7 @@ def collect(results: Path) -> tuple[dict[str, Any], pd.DataFrame, pd.DataFrame]:
                 "status": "done" if not failed else ("failed" if not done else f"partial ({len(done)}/{len(recs)})"),
                 "failed": "; ".join(failed),
                 "parameters": next((r.get("parameters") for r in recs if r.get("parameters")), None),
+                "members": ",".join(ensembles.get(bundle, {}).get("members", [])),
                 **_costs([r for _, r in done]),
                 **_detection([run_path(results, bundle, f) / "eval" for f, _ in done]),
             }
@@ -298,6 +301,18 @@ def _markdown(settings: Mapping[str, Any], table: pd.DataFrame, figures: Mapping
         cells += [fmt_p(r.get("p_holm")), _run_cell(r["bundle"], settings["folds"])]
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", _runs_note(settings, results)]
+    ensembles = [r for r in table.to_dict("records") if r.get("members")]
+    if ensembles:
+        lines += [
+            "",
+            "Ensembles (`benchmark.py ensemble`): on each fold, the probabilities of that fold's runs of "
+            + "; ".join(
+                f"`{r['model']}`: {', '.join(model_name(m, settings['name']) for m in r['members'].split(','))}"
+                for r in ensembles
+            )
+            + " averaged, so every case is still scored by models trained without it; training cost (below) is the "
+            "members' together.",
+        ]
     detectors = [
         f"`{r['model']}`"
         for r in table.to_dict("records")
