@@ -120,7 +120,13 @@ def test_train_transforms_sample_foreground_patches(brats_case: dict[str, str | 
     ``pos_neg=(1, 0)``, with the label map's values kept by the spatial augmentations (no 3 between 2 and 4)."""
     patch = [16, 16, 16]  # larger than the image along its last axis
     chain = train_transforms(
-        patch, pixdim=None, sampling="label", num_samples=3, pos_neg=(1.0, 0.0), augmentation=augmentation
+        patch,
+        pixdim=None,
+        sampling="label",
+        num_samples=3,
+        pos_neg=(1.0, 0.0),
+        augmentation=augmentation,
+        mode="sample",
     )
     chain.set_random_state(seed=0)
     samples = chain(brats_case)

@@ -275,7 +275,9 @@ def test_batch_mode_samples_patches_with_context(cases):
     item = chain(cases[0])[0]
     aug = B.BatchAugmentation(PATCH, "default")
     assert list(item["image"].shape[1:]) == aug.input_size and B.SEED_KEY in item
-    sample_mode = train_transforms(PATCH, pixdim=None, sampling="random", num_samples=1, augmentation="default")
+    sample_mode = train_transforms(
+        PATCH, pixdim=None, sampling="random", num_samples=1, augmentation="default", mode="sample"
+    )
     assert list(sample_mode(cases[0])[0]["image"].shape[1:]) == PATCH
 
 

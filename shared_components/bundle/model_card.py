@@ -135,11 +135,16 @@ def describe_augmentation(aug: dict[str, Any]) -> str:
     flips = aug.get("flip_axes")
     axes = "" if flips is None else f" along axes {', '.join(str(a) for a in flips)}" if flips else " (none)"
     text = _description("augmentation", aug.get("augmentation", "default"), "see augmentation_args")
+    return text.replace("mirroring", f"mirroring{axes}", 1) + f"; {augmented_where(aug)}"
+
+
+def augmented_where(aug: dict[str, Any]) -> str:
+    """Where the augmentation of ``augmentation_args`` runs, in the card's words."""
     where = {
         "sample": "each patch in the data loader's workers (`augmentation_args#mode` `sample`)",
         "batch": "the collated batch on the training device (`augmentation_args#mode` `batch`)",
     }.get(aug.get("mode", "sample"), f"`augmentation_args#mode` {aug.get('mode')}")
-    return text.replace("mirroring", f"mirroring{axes}", 1) + f"; applied to {where}"
+    return f"applied to {where}"
 
 
 class ModelCard:
@@ -263,9 +268,11 @@ class ModelCard:
         return cmd
 
     def readme_facts(self) -> list[str]:
-        """What docs/README.md must say as the configs give it (whitespace aside): the inference window and the
-        export command. A README that lacks one is stale (``new_bundle.py check`` lists it, ``sync`` rewrites it)."""
-        return [f"sliding window of {_size(self.config['patch_size'])} voxels", self.export_command()]
+        """What docs/README.md must say as the configs give it (whitespace aside): the inference window, the
+        augmentation and where it runs, and the export command. A README that lacks one is stale
+        (``new_bundle.py check`` lists it, ``sync`` rewrites it)."""
+        aug = augmented_where(self.config.get("augmentation_args", {}))  # the preset's text needs the registry
+        return [f"sliding window of {_size(self.config['patch_size'])} voxels", aug, self.export_command()]
 
     def refreshed_readme(self, current: str, trained: bool) -> str:
         """:meth:`readme`, keeping the Performance section of ``current`` when the bundle ships trained weights."""

@@ -65,7 +65,21 @@ def run_facts(run_dir: str | Path) -> dict[str, Any]:
         "settings": _benchmark_settings(run_dir),
         "fold": int(record["fold"]),
         "selection_fold": overrides.get("selection_fold"),
+        "augmentation_mode": augmentation_mode(run_dir),
     }
+
+
+def augmentation_mode(run_dir: Path) -> str:
+    """Where a run's augmentation ran (``augmentation_args#mode``), from the config it started with (runs from
+    before the mode was written into every header ran per sample, the default then)."""
+    config = _read(run_dir / "config.json", "the run kept no config.json").get("config", {})
+    return str((config.get("augmentation_args") or {}).get("mode", "sample"))
+
+
+AUGMENTED = {
+    "sample": "each patch augmented in the data loader (`augmentation_args#mode sample`)",
+    "batch": "the collated batches augmented on the training device (`augmentation_args#mode batch`)",
+}
 
 
 def hardware_text(machine: dict[str, Any]) -> str:
@@ -81,11 +95,16 @@ def reproduce_command(facts: dict[str, Any]) -> str:
     """The benchmark's own command line (:func:`~shared_components.experiments.benchmark.command`) for this one
     bundle and fold, with the run's torch threads (from the repository root)."""
     from shared_components.experiments.benchmark import command
+    from shared_components.transforms.batch import DEFAULT_MODE
 
     settings = facts["settings"]
     threads = settings.get("machine", {}).get("torch_threads")
     prefix = f"OMP_NUM_THREADS={threads} " if threads else ""
-    return prefix + command({**settings, "bundles": [facts["record"]["bundle"]], "folds": [facts["fold"]]})
+    overrides = dict(settings.get("overrides") or {})
+    if facts.get("augmentation_mode", DEFAULT_MODE) != DEFAULT_MODE:  # trained before the default changed
+        overrides.setdefault("augmentation_args#mode", facts["augmentation_mode"])
+    one = {**settings, "bundles": [facts["record"]["bundle"]], "folds": [facts["fold"]], "overrides": overrides}
+    return prefix + command(one)
 
 
 def _stat(summary: dict[str, Any], cls: str, metric: str) -> dict[str, Any] | None:
@@ -139,15 +158,17 @@ def performance_section(facts: dict[str, Any], note: str | None = None) -> str:
         else f"{record['epochs']} epochs ({record['seconds_per_epoch']:.1f} s each)"
     )
     finished = record.get("finished", "").split(" ")[0]
+    what = "the final weights" if best.get("choice") == "final" else "the best checkpoint"
     return wrap_markdown(f"""## Performance
 
-The shipped `models/model.pt` is the best checkpoint of one benchmark run (seed {settings.get("seed", 0)},
+The shipped `models/model.pt` is {what} of one benchmark run (seed {settings.get("seed", 0)},
 {finished}). Scored on fold {facts["fold"]} ({summary["cases"]} cases, in each case's original geometry; mean
 [95% bootstrap CI]): {chosen}.
 
 {chr(10).join(rows)}
 
-Training took **{_minutes(record["train_seconds"])}** on {hardware_text(settings.get("machine", {}))}: {length}.
+Training took **{_minutes(record["train_seconds"])}** on {hardware_text(settings.get("machine", {}))}: {length};
+{AUGMENTED.get(facts["augmentation_mode"], facts["augmentation_mode"])}.
 {note.strip() + " " if note else ""}Peak RAM {record.get("train_peak_ram_mb", 0) / 1024:.1f} GB. The per-epoch history is in
 [`training_history.csv`](training_history.csv) and [`learning_curves.png`](learning_curves.png).
 

@@ -88,7 +88,8 @@ def command(settings: Mapping[str, Any]) -> str:
         ("val_interval", "val_interval"),
     ):
         if settings.get(key) is not None:
-            args += [f"--{flag}", str(settings[key])]
+            value = settings[key]
+            args += [f"--{flag}", f"{value:g}" if isinstance(value, float) else str(value)]
     args += ["--seed", str(settings["seed"])]
     for key in ("datalist", "dataset_dir"):
         if settings.get(f"{key}_given"):

@@ -41,9 +41,10 @@ from typing import Any
 
 import torch
 
+from shared_components.transforms.batch import MODES
+
 logger = logging.getLogger(__name__)
 
-MODES = ("sample", "batch")
 HIPPOCAMPUS = "Task04_Hippocampus"
 
 

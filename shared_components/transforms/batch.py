@@ -41,6 +41,8 @@ from monai.transforms import Randomizable, Transform
 IMAGE, LABEL = "image", "label"
 SEED_KEY = "aug_seed"  # the batch key of each patch's augmentation seed
 MODES = ("sample", "batch")
+# where the random augmentation runs when augmentation_args does not say (every dataset spec says batch)
+DEFAULT_MODE = "batch"
 MAX_SEED = 2**31
 MAX_CONTEXT = 0.25  # at most this fraction of the patch is added as context around it (half on each side)
 
@@ -655,7 +657,7 @@ def prepare_batch(
     patch_size: Sequence[int],
     augmentation: str = "default",
     flip_axes: Sequence[int] | None = (0, 1, 2),
-    mode: str = "sample",
+    mode: str = DEFAULT_MODE,
     **_: Any,
 ) -> Callable[..., tuple[Tensor, Tensor | None]]:
     """``train#trainer#prepare_batch`` from ``augmentation_args``: a :class:`PrepareBatch` that augments on the

@@ -45,7 +45,7 @@ from monai.transforms import (
 )
 
 from shared_components.training.registry import get, names, register
-from shared_components.transforms.batch import AugmentationSeedd, BatchAugmentation, check_mode
+from shared_components.transforms.batch import DEFAULT_MODE, AugmentationSeedd, BatchAugmentation, check_mode
 from shared_components.transforms.labels import LabelToRegionsd, RegionsToLabeld, RemapLabelsd, TakeFirstOutputd
 
 IMAGE, LABEL, PRED = "image", "label", "pred"
@@ -210,7 +210,7 @@ def train_transforms(
     pos_neg: Sequence[float] = (1.0, 1.0),
     augmentation: str = "default",
     flip_axes: Sequence[int] | None = (0, 1, 2),
-    mode: str = "sample",
+    mode: str = DEFAULT_MODE,
 ) -> Compose:
     """Training chain: :func:`preprocessing`, padding to the patch, patch sampling and augmentation.
 
