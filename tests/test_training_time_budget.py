@@ -1,4 +1,4 @@
-"""TimeBudget fits the run into a wall-time budget: fewer epochs, ending on a validated epoch, with the LR
+"""TimeBudget fits the run into a wall-time budget: every epoch that fits, the last one validated, with the LR
 schedule refitted so it still decays to its end value; with or without a budget the last epoch is validated."""
 
 from __future__ import annotations
@@ -29,7 +29,6 @@ def _run(budget_min: float, epoch_s: float, max_epochs: int, scheduler_name: str
 def test_budget_refits_epochs_and_schedule(scheduler_name, final_lr):
     engine, opt, seconds = _run(budget_min=1.5 / 60, epoch_s=0.05, max_epochs=200, scheduler_name=scheduler_name)
     assert 10 <= engine.state.epoch < 200
-    assert engine.state.epoch % 5 == 0  # the last epoch is a validation epoch
     assert seconds < 1.5 + 0.2
     assert opt.param_groups[0]["lr"] == pytest.approx(final_lr, abs=1e-6)  # the schedule ran to its end
 
@@ -66,6 +65,21 @@ def test_the_last_epoch_is_validated_when_the_interval_skips_it(budget_min, max_
     last = engine.state.epoch
     assert last % 5 != 0 and validator.epochs[-1] == last
     assert validator.epochs == [*range(5, last, 5), last]  # the interval's epochs, then the last one once
+
+
+def test_every_epoch_that_fits_is_trained_and_the_last_is_validated(monkeypatch):
+    """13 epochs fit (1 s each on a fake clock, 13.5 s of budget): all 13 run, not the 10 of whole validation
+    intervals (val_interval 5), and epoch 13 is validated."""
+    from shared_components.training import handlers
+
+    clock = [0.0]
+    monkeypatch.setattr(handlers.time, "perf_counter", lambda: clock[0])
+    validator = _Validator()
+    engine = Engine(lambda e, b: clock.__setitem__(0, clock[0] + 0.5))
+    ValidationHandler(validator=validator, interval=5, epoch_level=True).attach(engine)
+    TimeBudget(13.5 / 60, None, 5).attach(engine)
+    engine.run([0, 1], max_epochs=100)
+    assert engine.state.epoch == 13 and validator.epochs == [5, 10, 13]
 
 
 @pytest.mark.parametrize("name", ["step", "cyclic", "constant", "plateau"])

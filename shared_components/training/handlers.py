@@ -136,8 +136,8 @@ class TimeBudget:
     """Fit training into ``minutes`` of wall time (``None``: no budget).
 
     After every epoch the run is re-planned from the mean epoch time so far (validation included): the number of
-    epochs shrinks to what still fits (never past the configured ``max_epochs``), rounded down to whole validation
-    intervals, and ``lr_scheduler`` is refitted to that length with :func:`refit_scheduler`. Every model under a
+    epochs shrinks to what still fits (never past the configured ``max_epochs``), and ``lr_scheduler`` is refitted
+    to that length with :func:`refit_scheduler`. Every model under a
     common budget thus completes its schedule (warm-up to final decay) instead of being cut off at a high learning
     rate. Training stops once the next epoch would not
     fit. Under ``torch.distributed`` the ranks agree on the plan and the stop, so no rank waits forever.
@@ -176,9 +176,8 @@ class TimeBudget:
             return
         if self.seconds is None:
             return
+        # every epoch that fits is trained: the last one is validated even where the interval skips it
         fits = done + int((self.seconds - elapsed) // (elapsed / done)) if elapsed < self.seconds else done
-        if fits >= self.val_interval:  # end on a validated epoch, so the final weights are evaluated
-            fits -= fits % self.val_interval
         plan = torch.tensor([float(elapsed > self.seconds), float(max(min(fits, self._configured), done))])
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             torch.distributed.all_reduce(plan[:1], op=torch.distributed.ReduceOp.MAX)
