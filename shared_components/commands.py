@@ -127,7 +127,9 @@ def ship_weights(bundle: str, run: str, force: bool = False, note: str | None = 
 
     Args:
         bundle: bundle name or folder (e.g. ``hippocampus_mri_segresnet``).
-        run: the run folder, ``<out>/<dataset>/runs/<bundle>/fold_<k>`` of ``scripts/benchmark.py run``.
+        run: the run folder, ``<out>/<dataset>/runs/<bundle>/fold_<k>`` of ``scripts/benchmark.py run``, or an
+            ensemble's (``runs/<dataset>_ensemble_<a>+<b>/fold_<k>`` of ``benchmark.py ensemble``; the bundle is its
+            first member's, the others go to ``models/ensemble/``).
         force: replace weights the bundle already ships.
         note: a sentence for the card that the run's records cannot give (e.g. other work sharing the machine).
     """

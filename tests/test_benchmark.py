@@ -214,3 +214,55 @@ def test_an_ensemble_of_the_grids_runs_is_ranked_with_them(grid, tmp_path):
         ensemble_benchmark(results, "unet,broken")
     with pytest.raises(ValueError, match="not bundles of this benchmark"):
         ensemble_benchmark(results, "unet,segresnet")
+
+
+def test_a_shipped_ensemble_is_served_by_inference_yaml(grid, tmp_path, hippo_dir):
+    """`new-bundle ship <bundle> <ensemble run>`: the first member's weights in models/model.pt, the other's in
+    models/ensemble/ with its network config; the stock inference command then averages both (the label maps equal
+    segbundles ensemble's of the two runs), the card gives the ensemble's own scores; shipping a single run again
+    removes the member."""
+    import nibabel as nib
+    import numpy as np
+
+    from shared_components.bundle import scaffold, weights
+    from shared_components.bundle.runner import INFER, run_bundle
+    from shared_components.experiments.benchmark_ensemble import ensemble_benchmark
+    from shared_components.experiments.ensemble import ensemble
+
+    root, src, _ = grid
+    results = tmp_path / "hippocampus_mri"
+    shutil.copytree(src, results)
+    ensemble_benchmark(results, "unet,unet_small", report=False)
+    run = results / "runs" / "hippocampus_mri_ensemble_unet+unet_small" / "fold_0"
+    bundle = scaffold.create("hippocampus_mri", "unet", root=tmp_path / "bundles")
+    weights.ship_run(bundle, run)
+    member = bundle / "models" / "ensemble" / "hippocampus_mri_unet_small.pt"
+    small_run = results / "runs" / "hippocampus_mri_unet_small" / "fold_0"
+    assert member.read_bytes() == (small_run / "models" / "model.pt").read_bytes()
+    config = json.loads(member.with_suffix(".json").read_text())
+    assert config["network_def"]["channels"] == [8, 16, 32, 64] and config["num_classes"] == 3
+    summary = json.loads((run / "eval" / "metrics_summary.json").read_text())["summary"]["all"]["mean"]["dice"]
+    meta = json.loads((bundle / "configs" / "metadata.json").read_text())
+    assert meta["eval_metrics"]["mean_dice"] == round(summary["mean"], 4) and "ensemble" in meta["description"]
+    card = (bundle / "docs" / "README.md").read_text()
+    assert "an ensemble of 2 benchmark runs" in card and "--members unet,unet_small" in card
+
+    image = sorted((hippo_dir / "imagesTr").glob("*.nii.gz"))[0]
+    served = tmp_path / "served"
+    run_bundle(bundle, INFER, {"input_data": str(image), "output_dir": str(served)}, tmp_path / "infer.log")
+    assert (
+        "averaged with 1 member(s)" in (tmp_path / "infer.log").read_text()
+        and "hippocampus_mri_unet_small" in (tmp_path / "infer.log").read_text()
+    )
+    ref = ensemble(
+        f"{bundle},{root / 'hippocampus_mri_unet_small'}",
+        input_data=str(image),
+        out=str(tmp_path / "reference"),
+        checkpoints=f"{bundle / 'models' / 'model.pt'},{member}",
+    )
+    label = image.name.replace(".nii.gz", "_seg.nii.gz")
+    a = np.asarray(nib.load(next(served.rglob(label))).dataobj)
+    b = np.asarray(nib.load(next((ref / "predictions").rglob(label))).dataobj)
+    assert np.array_equal(a, b) and len(np.unique(a)) > 1
+    weights.ship_run(bundle, results / "runs" / HIPPO / "fold_0", force=True)
+    assert not (bundle / "models" / "ensemble").exists()

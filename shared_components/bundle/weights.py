@@ -13,6 +13,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from shared_components.bundle.ensemble_weights import write_members
 from shared_components.bundle.model_card import UNTRAINED_NOTE, replace_performance, wrap_markdown
 from shared_components.evaluation.report import MEAN_CLASS, SUMMARY_JSON
 from shared_components.files import atomic_path, write_text_atomic
@@ -51,6 +52,11 @@ def run_facts(run_dir: str | Path) -> dict[str, Any]:
     if record.get("status") != "done":
         raise ValueError(f"{run_dir} is not finished (status {record.get('status')!r}); run the benchmark to the end.")
     summary = _read(run_dir / "eval" / SUMMARY_JSON, "the run was not evaluated")
+    if record.get("members"):  # an ensemble of benchmark.py ensemble: its members' runs, its own scores
+        runs = [run_run_dir(run_dir, m) for m in record["members"]]
+        primary, *members = (run_facts(r) for r in runs)
+        facts = {"run_dir": run_dir, "summary": summary, "primary": primary, "members": members, "ensemble": record}
+        return primary | facts
     best = _read(run_dir / "best_model.json", "the run kept no weights (best_model.json)")
     weights = run_dir / "models" / "model.pt"
     if not weights.is_file():
@@ -67,6 +73,11 @@ def run_facts(run_dir: str | Path) -> dict[str, Any]:
         "selection_fold": overrides.get("selection_fold"),
         "augmentation_mode": augmentation_mode(run_dir),
     }
+
+
+def run_run_dir(ensemble_run: Path, bundle: str) -> Path:
+    """A member's run folder next to an ensemble's: ``runs/<bundle>/fold_<k>`` for ``runs/<ensemble>/fold_<k>``."""
+    return ensemble_run.parent.parent / bundle / ensemble_run.name
 
 
 def augmentation_mode(run_dir: Path) -> str:
@@ -91,7 +102,7 @@ def hardware_text(machine: dict[str, Any]) -> str:
     return f"{cpu}, {machine['gpu']}" if machine.get("gpu") else f"{cpu}, no GPU"
 
 
-def reproduce_command(facts: dict[str, Any]) -> str:
+def reproduce_command(facts: dict[str, Any], bundles: list[str] | None = None) -> str:
     """The benchmark's own command line (:func:`~shared_components.experiments.benchmark.command`) for this one
     bundle and fold, with the run's torch threads (from the repository root)."""
     from shared_components.experiments.benchmark import command
@@ -103,7 +114,8 @@ def reproduce_command(facts: dict[str, Any]) -> str:
     overrides = dict(settings.get("overrides") or {})
     if facts.get("augmentation_mode", DEFAULT_MODE) != DEFAULT_MODE:  # trained before the default changed
         overrides.setdefault("augmentation_args#mode", facts["augmentation_mode"])
-    one = {**settings, "bundles": [facts["record"]["bundle"]], "folds": [facts["fold"]], "overrides": overrides}
+    names = bundles or [facts["record"]["bundle"]]
+    one = {**settings, "bundles": names, "folds": [facts["fold"]], "overrides": overrides}
     return prefix + command(one)
 
 
@@ -158,16 +170,23 @@ def performance_section(facts: dict[str, Any], note: str | None = None) -> str:
         else f"{record['epochs']} epochs ({record['seconds_per_epoch']:.1f} s each)"
     )
     finished = record.get("finished", "").split(" ")[0]
-    what = "the final weights" if best.get("choice") == "final" else "the best checkpoint"
+    what = f"{'the final weights' if best.get('choice') == 'final' else 'the best checkpoint'} of one benchmark run"
+    seconds, command = record["train_seconds"], reproduce_command(facts)
+    if facts.get("members"):  # an ensemble: every member's training counts
+        from shared_components.bundle.ensemble_weights import ensemble_text
+
+        text = ensemble_text(facts, record["bundle"].removeprefix(settings["name"] + "_"))
+        what, length, command = text["what"], text["lengths"], text["command"]
+        seconds, chosen = facts["ensemble"]["train_seconds"], "the members' weights were chosen on no data of it"
     return wrap_markdown(f"""## Performance
 
-The shipped `models/model.pt` is {what} of one benchmark run (seed {settings.get("seed", 0)},
+The shipped `models/model.pt` is {what} (seed {settings.get("seed", 0)},
 {finished}). Scored on fold {facts["fold"]} ({summary["cases"]} cases, in each case's original geometry; mean
 [95% bootstrap CI]): {chosen}.
 
 {chr(10).join(rows)}
 
-Training took **{_minutes(record["train_seconds"])}** on {hardware_text(settings.get("machine", {}))}: {length};
+Training took **{_minutes(seconds)}** on {hardware_text(settings.get("machine", {}))}: {length};
 {AUGMENTED.get(facts["augmentation_mode"], facts["augmentation_mode"])}.
 {note.strip() + " " if note else ""}Peak RAM {record.get("train_peak_ram_mb", 0) / 1024:.1f} GB. The per-epoch history is in
 [`training_history.csv`](training_history.csv) and [`learning_curves.png`](learning_curves.png).
@@ -176,7 +195,7 @@ Reproduce the weights and this table (from the repository root, data in `$SEG_DA
 `results/` holds `models/model.pt` and `eval/`):
 
 ```bash
-{reproduce_command(facts)}
+{command}
 ```
 
 """)
@@ -196,8 +215,11 @@ def _description(bundle: Path, facts: dict[str, Any], metrics: dict[str, float])
     chosen = f"checkpoint chosen on fold {sel}" if sel is not None else "checkpoint chosen on the same fold"
     if facts["best"].get("choice") == "final":
         chosen = "final weights, no checkpoint chosen"
+    if facts.get("members"):
+        names = ", ".join(m["record"]["bundle"] for m in facts["members"])
+        base += f" Served as an ensemble with {names} (models/ensemble/, averaged probabilities)."
     return (
-        f"{base} Trained for {_minutes(record['train_seconds'])} on "
+        f"{base} Trained for {_minutes(facts.get('ensemble', record)['train_seconds'])} on "
         f"{hardware_text(facts['settings'].get('machine', {}))}; fold {facts['fold']} held out ({summary['cases']} "
         f"cases, {chosen}): mean foreground Dice {metrics['mean_dice']:.4f}."
     )
@@ -228,8 +250,9 @@ def ship_run(bundle: str | Path, run_dir: str | Path, force: bool = False, note:
     meta, card = json.loads(meta_path.read_text()), card_path.read_text()
     metrics = eval_metrics(facts)
     version = _bump(meta["version"])
+    kind = f"an ensemble of {len(facts['members']) + 1} benchmark runs" if facts.get("members") else "a benchmark run"
     meta["changelog"] = {
-        version: f"weights of a benchmark run: fold {facts['fold']} mean Dice {metrics['mean_dice']:.4f}",
+        version: f"weights of {kind}: fold {facts['fold']} mean Dice {metrics['mean_dice']:.4f}",
         **meta.get("changelog", {}),
     }
     meta |= {"version": version, "eval_metrics": metrics, "description": _description(bundle, facts, metrics)}
@@ -237,12 +260,14 @@ def ship_run(bundle: str | Path, run_dir: str | Path, force: bool = False, note:
     card = replace_performance(card, performance_section(facts, note))
     with atomic_path(target) as tmp:
         shutil.copyfile(facts["weights"], tmp)
-    history = facts["run_dir"] / "logs" / "history.csv"
-    written = [target]
+    written = [target, *write_members(bundle, facts.get("members", []))]  # none: a single run, stale ones removed
+    runs = [facts.get("primary", facts), *facts.get("members", [])]
+    history = runs[0]["run_dir"] / "logs" / "history.csv"
     if history.is_file():
         with atomic_path(bundle / "docs" / "training_history.csv") as tmp:
             shutil.copyfile(history, tmp)
-        learning_curves_png({bundle.name: history}, bundle / "docs" / "learning_curves.png")
+        curves = {r["record"]["bundle"]: r["run_dir"] / "logs" / "history.csv" for r in runs}
+        learning_curves_png({k: v for k, v in curves.items() if v.is_file()}, bundle / "docs" / "learning_curves.png")
         written += [bundle / "docs" / "training_history.csv", bundle / "docs" / "learning_curves.png"]
     written.append(write_text_atomic(meta_path, json.dumps(meta, indent=4) + "\n"))
     written.append(write_text_atomic(card_path, card))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import itertools
+import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -113,6 +114,54 @@ def mirrored(
             f"--tta_flip_axes {list(trained_axes)}."
         )
     return MirroredInferer(inferer, axes, multilabel)
+
+
+# a bundle's own cross-model ensemble: <name>.json (a config with ``network_def``) and <name>.pt (its weights) per
+# member network, averaged with the bundle's own network by inference.yaml (``new_bundle.py ship --members``)
+MEMBERS_DIR = "models/ensemble"
+
+
+def ensemble_members(bundle_root: str | Path, device: torch.device | str = "cpu") -> list[nn.Module]:
+    """The member networks in ``<bundle_root>/models/ensemble/``, weights loaded, in name order; none without it."""
+    from monai.bundle import ConfigParser
+
+    folder = Path(bundle_root) / MEMBERS_DIR
+    networks = []
+    for config in sorted(folder.glob("*.json")):
+        weights = config.with_suffix(".pt")
+        if not weights.is_file():
+            raise FileNotFoundError(
+                f"{weights} is missing: ensemble member {config.stem} of {folder} has a network but no weights "
+                f"(remove {config.name} to serve the bundle without it)."
+            )
+        parser = ConfigParser(json.loads(config.read_text()))
+        network = parser.get_parsed_content("network_def").to(device)
+        network.load_state_dict(load_weights(weights, device))
+        networks.append(network.eval())
+    if networks:
+        names = ", ".join(c.stem for c in sorted(folder.glob("*.json")))
+        print(f"ensemble: this network averaged with {len(networks)} member(s) of {folder} ({names})", flush=True)
+    return networks
+
+
+class WithMembers(Inferer):
+    """``inferer`` (the bundle's sliding window) on the evaluator's network and on each member network, their
+    probabilities averaged with equal weight; returned as logits (:func:`as_logits`)."""
+
+    def __init__(self, inferer: Inferer, members: Sequence[nn.Module], multilabel: bool = False):
+        super().__init__()
+        self.inferer, self.members, self.multilabel = inferer, list(members), multilabel
+
+    @torch.no_grad()
+    def __call__(self, inputs: torch.Tensor, network: Any, *args: Any, **kwargs: Any) -> torch.Tensor:
+        nets = (network, *self.members)
+        total = sum(probabilities(self.inferer(inputs, n, *args, **kwargs), self.multilabel) for n in nets)
+        return as_logits(total / len(nets), self.multilabel)
+
+
+def with_members(inferer: Inferer, members: Sequence[nn.Module] | None, multilabel: bool = False) -> Inferer:
+    """``inferer`` itself without members (every bundle but an ensemble's), else a :class:`WithMembers`."""
+    return WithMembers(inferer, members, multilabel) if members else inferer
 
 
 class BundleEnsemble(Inferer):

@@ -39,6 +39,7 @@ from monai.bundle import ConfigParser
 
 from shared_components.bundle.model_card import MONAI_LABEL_VERSION, README_UNTRAINED, SUPPORTED_APPS, UNTRAINED_NOTE
 from shared_components.bundle.scaffold import _dump
+from shared_components.evaluation.ensemble import MEMBERS_DIR
 from shared_components.files import atomic_dir, atomic_path
 from shared_components.shipping import isolation, runtime, vendor
 
@@ -352,6 +353,9 @@ def _build(
         shutil.copy(src / "models" / "model.pt", dest / "models" / "model.pt")
     if not result.trained:
         result.notes.append("untrained: models/model.pt holds the initialised network (seed 0)")
+    members = src / MEMBERS_DIR
+    if members.is_dir():  # a cross-model ensemble: inference averages these with models/model.pt
+        shutil.copytree(members, dest / MEMBERS_DIR)
 
     # metadata: pins of what the exported code imports, MONAI Label support, a description of what ships
     declared = {*(meta.get("required_packages_version") or {}), *(meta.get("optional_packages_version") or {})}
@@ -458,7 +462,17 @@ def export_readme(
     ts, onnx = result.exports.get("ts", {}), result.exports.get("onnx", {})
     weights = "trained weights (see *Performance*)" if result.trained else "initialised weights, NOT TRAINED"
     pt = dest / "models" / "model.pt"
-    lines = [
+    members = sorted((dest / MEMBERS_DIR).glob("*.json"))
+    lines = (
+        [
+            f"- `{MEMBERS_DIR}/`: the networks (`<name>.json`) and weights (`<name>.pt`) of "
+            f"{', '.join(m.stem for m in members)}, whose probabilities `inference` averages with `network_def`'s "
+            "(a cross-model ensemble; MONAI Label and `models/model.ts` serve `network_def` alone)."
+        ]
+        if members
+        else []
+    )
+    lines += [
         f"- `models/model.pt`: PyTorch state dict of `network_def`, {weights}, {_size(pt)}."
         + (
             " The network trains with deep supervision, whose extra output heads serve training only: this file "
@@ -569,7 +583,7 @@ def _move_large_files(bundle: Path, uploads: Path, url_base: str, prefix: str) -
     """Move the weight files out of ``bundle`` into ``uploads`` (named ``<prefix><file>``) and list them in
     ``bundle/large_files.yml`` with their URL under ``url_base`` and SHA-256."""
     entries = []
-    for rel in WEIGHTS:
+    for rel in [*WEIGHTS, *(p.relative_to(bundle).as_posix() for p in sorted((bundle / MEMBERS_DIR).glob("*.pt")))]:
         path = bundle / rel
         if not path.is_file():
             continue

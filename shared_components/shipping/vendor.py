@@ -286,8 +286,7 @@ def _list_assignment(name: str, items: list[str]) -> str:
     one = f"{name} = [{', '.join(items)}]\n"
     if len(one) <= LINE_LENGTH + 1:
         return one
-    if len(inner := f"    {', '.join(items)}") <= LINE_LENGTH:
-        return f"{name} = [\n{inner}\n]\n"
+    # black adds the trailing comma of a split collection, and then gives each item its own line
     return f"{name} = [\n" + "".join(f"    {i},\n" for i in items) + "]\n"
 
 

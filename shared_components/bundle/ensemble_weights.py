@@ -1,0 +1,81 @@
+"""Shipping a benchmark ensemble (``benchmark.py ensemble``) in its first member's bundle.
+
+``new_bundle.py ship <bundle> <results>/runs/<dataset>_ensemble_<a>+<b>/fold_<k>`` puts member ``a``'s run weights in
+``models/model.pt`` and every other member's in ``models/ensemble/<bundle>.pt``, next to ``<bundle>.json`` (that
+bundle's ``network_def`` and the ids it references, so the bundle stays self-contained); ``inference.yaml`` then
+averages them (:func:`~shared_components.evaluation.ensemble.ensemble_members`). The card and metadata give the
+ensemble's own scores on fold ``k``, which every member was trained without.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from shared_components.evaluation.ensemble import MEMBERS_DIR
+from shared_components.files import atomic_path, write_text_atomic
+
+
+def member_config(bundle_dir: Path) -> dict[str, Any]:
+    """``network_def`` of a bundle's ``inference.yaml`` with the ids it references (recursively) and ``imports``:
+    a config that builds that network alone."""
+    from shared_components.bundle.scaffold import REF
+
+    config = yaml.safe_load((Path(bundle_dir) / "configs" / "inference.yaml").read_text())
+    keys, i = ["network_def"], 0
+    while i < len(keys):
+        for ref in REF.findall(json.dumps(config[keys[i]])):
+            if ref in config and ref not in keys:
+                keys.append(ref)
+        i += 1
+    return {k: config[k] for k in ("imports", *keys) if k in config}
+
+
+def write_members(bundle: Path, members: list[dict[str, Any]]) -> list[Path]:
+    """``models/ensemble/`` holding exactly ``members`` (run facts of the other bundles), stale members removed."""
+    folder = bundle / MEMBERS_DIR
+    names = {m["record"]["bundle"] for m in members}
+    for old in folder.glob("*"):
+        if old.stem not in names:
+            old.unlink()
+    written = []
+    for m in members:
+        name = m["record"]["bundle"]
+        with atomic_path(folder / f"{name}.pt") as tmp:
+            shutil.copyfile(m["weights"], tmp)
+        config = member_config(Path(m["record"]["bundle_dir"]))
+        written += [folder / f"{name}.pt", write_text_atomic(folder / f"{name}.json", json.dumps(config, indent=4))]
+    if folder.is_dir() and not any(folder.iterdir()):
+        folder.rmdir()
+    return written
+
+
+def ensemble_text(facts: dict[str, Any], model: str) -> dict[str, str]:
+    """The card's words for an ensemble: what the weights are, how long each member trained, how to reproduce."""
+    from shared_components.bundle.weights import reproduce_command
+
+    members = [facts["primary"], *facts["members"]]
+    dataset = facts["settings"]["name"]
+    short = [m["record"]["bundle"].removeprefix(dataset + "_") for m in members]
+    others = ", ".join(
+        f"`{MEMBERS_DIR}/{m['record']['bundle']}.pt` ({s})" for m, s in zip(members[1:], short[1:], strict=True)
+    )
+    what = (
+        f"an ensemble of {len(members)} benchmark runs, each trained without fold {facts['fold']}: `models/model.pt` "
+        f"({model}) and {others}, whose probabilities `inference.yaml` averages (MONAI Label and the TorchScript "
+        "export serve `models/model.pt` alone)"
+    )
+    lengths = "; ".join(
+        f"{s} {m['record']['epochs']} epochs ({m['record']['seconds_per_epoch']:.1f} s each, "
+        f"{'final weights' if m['best'].get('choice') == 'final' else 'best checkpoint'})"
+        for m, s in zip(members, short, strict=True)
+    )
+    settings = facts["settings"]
+    grid = reproduce_command(facts["primary"], [m["record"]["bundle"] for m in members])
+    results = f"{settings.get('out') or 'results'}/{settings['name']}"
+    ensemble = f"python scripts/benchmark.py ensemble {results} --members {','.join(short)}"
+    return {"what": what, "lengths": lengths, "command": f"{grid}\n{ensemble}"}
