@@ -48,7 +48,10 @@ def write_members(bundle: Path, members: list[dict[str, Any]]) -> list[Path]:
         with atomic_path(folder / f"{name}.pt") as tmp:
             shutil.copyfile(m["weights"], tmp)
         config = member_config(Path(m["record"]["bundle_dir"]))
-        written += [folder / f"{name}.pt", write_text_atomic(folder / f"{name}.json", json.dumps(config, indent=4))]
+        written += [
+            folder / f"{name}.pt",
+            write_text_atomic(folder / f"{name}.json", json.dumps(config, indent=4) + "\n"),
+        ]
     if folder.is_dir() and not any(folder.iterdir()):
         folder.rmdir()
     return written
@@ -66,8 +69,8 @@ def ensemble_text(facts: dict[str, Any], model: str) -> dict[str, str]:
     )
     what = (
         f"an ensemble of {len(members)} benchmark runs, each trained without fold {facts['fold']}: `models/model.pt` "
-        f"({model}) and {others}, whose probabilities `inference.yaml` averages (MONAI Label and the TorchScript "
-        "export serve `models/model.pt` alone)"
+        f"({model}) and {others}, whose probabilities `inference.yaml` averages; MONAI Label and the TorchScript "
+        "export serve `models/model.pt` alone"
     )
     lengths = "; ".join(
         f"{s} {m['record']['epochs']} epochs ({m['record']['seconds_per_epoch']:.1f} s each, "

@@ -171,22 +171,24 @@ def performance_section(facts: dict[str, Any], note: str | None = None) -> str:
     )
     finished = record.get("finished", "").split(" ")[0]
     what = f"{'the final weights' if best.get('choice') == 'final' else 'the best checkpoint'} of one benchmark run"
-    seconds, command = record["train_seconds"], reproduce_command(facts)
+    seconds, command, together = record["train_seconds"], reproduce_command(facts), ""
+    what = f"`models/model.pt` is {what}"
     if facts.get("members"):  # an ensemble: every member's training counts
         from shared_components.bundle.ensemble_weights import ensemble_text
 
         text = ensemble_text(facts, record["bundle"].removeprefix(settings["name"] + "_"))
-        what, length, command = text["what"], text["lengths"], text["command"]
-        seconds, chosen = facts["ensemble"]["train_seconds"], "the members' weights were chosen on no data of it"
+        what, length, command = f"weights are {text['what']}", text["lengths"], text["command"]
+        seconds, together = facts["ensemble"]["train_seconds"], " (the members' runs together)"
+        finals = all(m["best"].get("choice") == "final" for m in [facts["primary"], *facts["members"]])
+        chosen = "every member keeps its final weights, so the fold is unseen" if finals else chosen
     return wrap_markdown(f"""## Performance
 
-The shipped `models/model.pt` is {what} (seed {settings.get("seed", 0)},
-{finished}). Scored on fold {facts["fold"]} ({summary["cases"]} cases, in each case's original geometry; mean
-[95% bootstrap CI]): {chosen}.
+The shipped {what} (seed {settings.get("seed", 0)}, {finished}). Scored on fold {facts["fold"]}
+({summary["cases"]} cases, in each case's original geometry; mean [95% bootstrap CI]): {chosen}.
 
 {chr(10).join(rows)}
 
-Training took **{_minutes(seconds)}** on {hardware_text(settings.get("machine", {}))}: {length};
+Training took **{_minutes(seconds)}**{together} on {hardware_text(settings.get("machine", {}))}: {length};
 {AUGMENTED.get(facts["augmentation_mode"], facts["augmentation_mode"])}.
 {note.strip() + " " if note else ""}Peak RAM {record.get("train_peak_ram_mb", 0) / 1024:.1f} GB. The per-epoch history is in
 [`training_history.csv`](training_history.csv) and [`learning_curves.png`](learning_curves.png).
