@@ -23,16 +23,10 @@ from shared_components.files import atomic_path, write_text_atomic
 def member_config(bundle_dir: Path) -> dict[str, Any]:
     """``network_def`` of a bundle's ``inference.yaml`` with the ids it references (recursively) and ``imports``:
     a config that builds that network alone."""
-    from shared_components.bundle.scaffold import REF
+    from shared_components.bundle.scaffold import with_references
 
     config = yaml.safe_load((Path(bundle_dir) / "configs" / "inference.yaml").read_text())
-    keys, i = ["network_def"], 0
-    while i < len(keys):
-        for ref in REF.findall(json.dumps(config[keys[i]])):
-            if ref in config and ref not in keys:
-                keys.append(ref)
-        i += 1
-    return {k: config[k] for k in ("imports", *keys) if k in config}
+    return {k: config[k] for k in ("imports", *with_references(config, ["network_def"])) if k in config}
 
 
 def write_members(bundle: Path, members: list[dict[str, Any]]) -> list[Path]:

@@ -115,16 +115,21 @@ def _dump(data: dict[str, Any]) -> str:
     return yaml.dump(data, Dumper=_Dumper, sort_keys=False, default_flow_style=False, width=120, allow_unicode=True)
 
 
-def inference_header(header: str) -> str:
-    """The part of a train.yaml header that inference needs, with every id it references."""
-    config = yaml.safe_load(header) or {}
-    keys = [k for k in INFERENCE_KEYS if k in config]
-    i = 0
+def with_references(config: dict[str, Any], keys: list[str]) -> list[str]:
+    """``keys`` and every id of ``config`` they reference (``@id``), recursively."""
+    keys, i = list(keys), 0
     while i < len(keys):
         for ref in REF.findall(json.dumps(config[keys[i]])):
             if ref in config and ref not in keys:
                 keys.append(ref)
         i += 1
+    return keys
+
+
+def inference_header(header: str) -> str:
+    """The part of a train.yaml header that inference needs, with every id it references."""
+    config = yaml.safe_load(header) or {}
+    keys = with_references(config, [k for k in INFERENCE_KEYS if k in config])
     selected = {k: config[k] for k in config if k in keys}
     intro = "# Generated from configs/train.yaml by `python scripts/new_bundle.py sync`: edit train.yaml, not this.\n"
     return intro + _dump(selected)
