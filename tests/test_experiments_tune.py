@@ -63,8 +63,8 @@ def test_space_forms_defaults_and_conditions(hippo):
     assert space.default_params() == {
         "loss_name": "dice_ce",
         "optimizer_name": "adamw",
-        "learning_rate": 0.002,
-        "batch_size": 8,
+        "learning_rate": 0.004,  # the tuned default (bundles.unet of the hippocampus dataset spec)
+        "batch_size": 2,
         "network_def#channels": "[16, 32, 64, 128]",
     }
     # the registry's range of a key every optimizer declares: that of the bundle's optimizer, or the union
