@@ -31,13 +31,13 @@ def test_variants_one_factor_at_a_time():
     assert v["loss_name=focal"]["overrides"] == {"loss_name": "focal", "loss_args": {}}
     assert "optimizer_name=adamw" not in v and v["optimizer_name=sgd"]["overrides"] == {"optimizer_name": "sgd"}
     assert len([k for k in v if v[k]["factor"] == "scheduler_name"]) == len(registry.names("scheduler")) - 1
-    # batch size and epochs scale together from the bundle's batch 8 and the study's 60 epochs
-    assert v["batch_size_x_epochs=batch 4 x 30 epochs"]["overrides"] == {"batch_size": 4, "max_epochs": 30}
-    assert v["batch_size_x_epochs=batch 16 x 120 epochs"]["overrides"] == {"batch_size": 16, "max_epochs": 120}
+    # batch size and epochs scale together from the bundle's batch 2 and the study's 60 epochs
+    assert v["batch_size_x_epochs=batch 1 x 30 epochs"]["overrides"] == {"batch_size": 1, "max_epochs": 30}
+    assert v["batch_size_x_epochs=batch 4 x 120 epochs"]["overrides"] == {"batch_size": 4, "max_epochs": 120}
     assert len(v) == 1 + 5 + 3 + 5 + 2
     # aliases, numeric factors, given levels, composite levels
     w = ablation.variants(hippo, "loss,learning_rate", {"loss": ["dice", "dice_ce"]})
-    assert list(w) == ["default", "loss_name=dice", "learning_rate=0.001", "learning_rate=0.004"]
+    assert list(w) == ["default", "loss_name=dice", "learning_rate=0.002", "learning_rate=0.008"]  # x0.5, x2 of 0.004
     c = ablation.variants(hippo, ["lr_wd"], {"lr_wd": [{"learning_rate": 0.01, "weight_decay": 0.001}]})
     assert c["lr_wd=learning_rate=0.01,weight_decay=0.001"]["overrides"] == {
         "learning_rate": 0.01,

@@ -188,7 +188,7 @@ def test_study_continues_and_best_is_a_config_monai_merges_like_the_trial(hippo,
     first = tune.run_study(trials=3, **kwargs)
     assert first["trials"] == 3 and first["states"] == {"COMPLETE": 3}
     st = optuna.load_study(study_name="quick", storage=storage)
-    assert st.trials[0].params == {"learning_rate": 0.002, "network_def#channels": "[16, 32, 64, 128]"}  # defaults
+    assert st.trials[0].params == {"learning_rate": 0.004, "network_def#channels": "[16, 32, 64, 128]"}  # defaults
     assert tune.run_study(trials=3, **kwargs)["trials"] == 3  # rerun: the study is complete, nothing runs
     assert tune.run_study(trials=5, **kwargs)["trials"] == 5  # more trials: it goes on
     st = optuna.load_study(study_name="quick", storage=storage)
