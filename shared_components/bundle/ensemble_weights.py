@@ -29,41 +29,47 @@ def member_config(bundle_dir: Path) -> dict[str, Any]:
     return {k: config[k] for k in ("imports", *with_references(config, ["network_def"])) if k in config}
 
 
-def write_members(bundle: Path, members: list[dict[str, Any]]) -> list[Path]:
-    """``models/ensemble/`` holding exactly ``members`` (run facts of the other bundles), stale members removed."""
+def member_files(members: list[dict[str, Any]]) -> dict[str, tuple[Path, str]]:
+    """``{bundle: (weights file, network config text)}`` of the other members (their run facts), read before
+    anything is written so a member that cannot be read leaves the bundle as it was."""
+    return {
+        m["record"]["bundle"]: (
+            m["weights"],
+            json.dumps(member_config(Path(m["record"]["bundle_dir"])), indent=4) + "\n",
+        )
+        for m in members
+    }
+
+
+def write_members(bundle: Path, members: dict[str, tuple[Path, str]]) -> list[Path]:
+    """``models/ensemble/`` holding exactly ``members`` (:func:`member_files`), stale members removed."""
     folder = bundle / MEMBERS_DIR
-    names = {m["record"]["bundle"] for m in members}
     for old in folder.glob("*"):
-        if old.stem not in names:
+        if old.stem not in members:
             old.unlink()
     written = []
-    for m in members:
-        name = m["record"]["bundle"]
+    for name, (weights, config) in members.items():
         with atomic_path(folder / f"{name}.pt") as tmp:
-            shutil.copyfile(m["weights"], tmp)
-        config = member_config(Path(m["record"]["bundle_dir"]))
-        written += [
-            folder / f"{name}.pt",
-            write_text_atomic(folder / f"{name}.json", json.dumps(config, indent=4) + "\n"),
-        ]
+            shutil.copyfile(weights, tmp)
+        written += [folder / f"{name}.pt", write_text_atomic(folder / f"{name}.json", config)]
     if folder.is_dir() and not any(folder.iterdir()):
         folder.rmdir()
     return written
 
 
-def ensemble_text(facts: dict[str, Any], model: str) -> dict[str, str]:
+def ensemble_text(facts: dict[str, Any]) -> dict[str, str]:
     """The card's words for an ensemble: what the weights are, how long each member trained, how to reproduce."""
     from shared_components.bundle.weights import reproduce_command
+    from shared_components.experiments.runs import model_name
 
     members = [facts["primary"], *facts["members"]]
-    dataset = facts["settings"]["name"]
-    short = [m["record"]["bundle"].removeprefix(dataset + "_") for m in members]
+    short = [model_name(m["record"]["bundle"], facts["settings"]["name"]) for m in members]
     others = ", ".join(
         f"`{MEMBERS_DIR}/{m['record']['bundle']}.pt` ({s})" for m, s in zip(members[1:], short[1:], strict=True)
     )
     what = (
         f"an ensemble of {len(members)} benchmark runs, each trained without fold {facts['fold']}: `models/model.pt` "
-        f"({model}) and {others}, whose probabilities `inference.yaml` averages; MONAI Label and the TorchScript "
+        f"({short[0]}) and {others}, whose probabilities `inference.yaml` averages; MONAI Label and the TorchScript "
         "export serve `models/model.pt` alone"
     )
     lengths = "; ".join(

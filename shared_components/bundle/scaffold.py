@@ -173,16 +173,16 @@ def _reconcile(bundle_dir: str | Path, write: bool) -> list[str]:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 path.write_text(text)
             drifted.append(str(path))
-    card = bundle_dir / "docs" / "README.md"
-    if bundle_pair(bundle_dir) and card.is_file() and stale_card(bundle_dir, write):
+    card, pair = bundle_dir / "docs" / "README.md", bundle_pair(bundle_dir)
+    if pair and card.is_file() and stale_card(bundle_dir, pair, write):
         drifted.append(str(card))
     return drifted
 
 
-def stale_card(bundle_dir: Path, write: bool = False) -> bool:
-    """Whether ``docs/README.md`` lacks a fact its configs give (:meth:`ModelCard.readme_facts`); rewritten from the
-    specs when ``write``, keeping the Performance section of a bundle with shipped weights."""
-    pair = bundle_pair(bundle_dir)
+def stale_card(bundle_dir: Path, pair: tuple[str, str], write: bool = False) -> bool:
+    """Whether ``docs/README.md`` of the ``pair`` bundle lacks a fact its configs give
+    (:meth:`ModelCard.readme_facts`); rewritten from the specs when ``write``, keeping the Performance section of a
+    bundle with shipped weights."""
     card, path = model_card.ModelCard(bundle_dir, *pair_specs(*pair)), bundle_dir / "docs" / "README.md"
     text = path.read_text()
     flat = " ".join(text.split())

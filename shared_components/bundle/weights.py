@@ -13,12 +13,10 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from shared_components.bundle.ensemble_weights import write_members
+from shared_components.bundle.ensemble_weights import ensemble_text, member_files, write_members
 from shared_components.bundle.model_card import UNTRAINED_NOTE, replace_performance, wrap_markdown
 from shared_components.evaluation.report import MEAN_CLASS, SUMMARY_JSON
 from shared_components.files import atomic_path, write_text_atomic
-
-# where the Performance section ends: the next top-level section of the card
 
 
 def _read(path: Path, what: str) -> dict[str, Any]:
@@ -170,17 +168,16 @@ def performance_section(facts: dict[str, Any], note: str | None = None) -> str:
         else f"{record['epochs']} epochs ({record['seconds_per_epoch']:.1f} s each)"
     )
     finished = record.get("finished", "").split(" ")[0]
-    what = f"{'the final weights' if best.get('choice') == 'final' else 'the best checkpoint'} of one benchmark run"
-    seconds, command, together = record["train_seconds"], reproduce_command(facts), ""
-    what = f"`models/model.pt` is {what}"
     if facts.get("members"):  # an ensemble: every member's training counts
-        from shared_components.bundle.ensemble_weights import ensemble_text
-
-        text = ensemble_text(facts, record["bundle"].removeprefix(settings["name"] + "_"))
+        text = ensemble_text(facts)
         what, length, command = f"weights are {text['what']}", text["lengths"], text["command"]
         seconds, together = facts["ensemble"]["train_seconds"], " (the members' runs together)"
         finals = all(m["best"].get("choice") == "final" for m in [facts["primary"], *facts["members"]])
         chosen = "every member keeps its final weights, so the fold is unseen" if finals else chosen
+    else:
+        kept = "the final weights" if best.get("choice") == "final" else "the best checkpoint"
+        what, command = f"`models/model.pt` is {kept} of one benchmark run", reproduce_command(facts)
+        seconds, together = record["train_seconds"], ""
     return wrap_markdown(f"""## Performance
 
 The shipped {what} (seed {settings.get("seed", 0)}, {finished}). Scored on fold {facts["fold"]}
@@ -260,9 +257,10 @@ def ship_run(bundle: str | Path, run_dir: str | Path, force: bool = False, note:
     meta |= {"version": version, "eval_metrics": metrics, "description": _description(bundle, facts, metrics)}
     # every text is made before the first file is written, so an error here leaves the bundle as it was
     card = replace_performance(card, performance_section(facts, note))
+    members = member_files(facts.get("members", []))
     with atomic_path(target) as tmp:
         shutil.copyfile(facts["weights"], tmp)
-    written = [target, *write_members(bundle, facts.get("members", []))]  # none: a single run, stale ones removed
+    written = [target, *write_members(bundle, members)]  # none: a single run, stale ones removed
     runs = [facts.get("primary", facts), *facts.get("members", [])]
     history = runs[0]["run_dir"] / "logs" / "history.csv"
     if history.is_file():

@@ -126,8 +126,8 @@ def ensemble_members(bundle_root: str | Path, device: torch.device | str = "cpu"
     from monai.bundle import ConfigParser
 
     folder = Path(bundle_root) / MEMBERS_DIR
-    networks = []
-    for config in sorted(folder.glob("*.json")):
+    networks, configs = [], sorted(folder.glob("*.json"))
+    for config in configs:
         weights = config.with_suffix(".pt")
         if not weights.is_file():
             raise FileNotFoundError(
@@ -139,7 +139,7 @@ def ensemble_members(bundle_root: str | Path, device: torch.device | str = "cpu"
         network.load_state_dict(load_weights(weights, device))
         networks.append(network.eval())
     if networks:
-        names = ", ".join(c.stem for c in sorted(folder.glob("*.json")))
+        names = ", ".join(c.stem for c in configs)
         print(f"ensemble: this network averaged with {len(networks)} member(s) of {folder} ({names})", flush=True)
     return networks
 

@@ -17,15 +17,14 @@ from pathlib import Path
 from typing import Any
 
 from shared_components.evaluation.report import PER_CASE, SUMMARY_JSON, write_json
-from shared_components.experiments.runs import RUN_FILE, read_run
+from shared_components.experiments.runs import RUN_FILE, model_name, read_run
 
 ENSEMBLES = "ensembles.json"
 
 
 def ensemble_name(dataset: str, members: Sequence[str]) -> str:
     """``hippocampus_mri_ensemble_segresnet+attention_unet`` for two hippocampus bundles."""
-    short = [m[len(dataset) + 1 :] if m.startswith(dataset + "_") else m for m in members]
-    return f"{dataset}_ensemble_" + "+".join(short)
+    return f"{dataset}_ensemble_" + "+".join(model_name(m, dataset) for m in members)
 
 
 def read_ensembles(results: Path) -> dict[str, dict[str, Any]]:

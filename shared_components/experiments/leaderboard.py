@@ -31,7 +31,7 @@ from shared_components.evaluation.report import (
 from shared_components.evaluation.statistics import compare_to_best
 from shared_components.experiments.benchmark import SETTINGS, command, run_path
 from shared_components.experiments.benchmark_ensemble import read_ensembles
-from shared_components.experiments.runs import read_run
+from shared_components.experiments.runs import model_name, read_run
 
 LEADERBOARD_MD = "leaderboard.md"
 LEADERBOARD_CSV = "leaderboard.csv"
@@ -48,11 +48,6 @@ NO_CLI_NOTE = (
     " End to end through the stock inference command (per volume, and start-up once per command): not measured in "
     "these runs (`benchmark.py run --infer_cases N` times it)."
 )
-
-
-def model_name(bundle: str, dataset: str) -> str:
-    """``hippocampus_mri_attention_unet`` -> ``attention_unet``."""
-    return bundle[len(dataset) + 1 :] if bundle.startswith(dataset + "_") else bundle
 
 
 def collect(results: Path) -> tuple[dict[str, Any], pd.DataFrame, pd.DataFrame]:

@@ -86,6 +86,11 @@ def count_parameters(bundle_dir: Path) -> int:
     return int(sum(p.numel() for p in net.parameters() if p.requires_grad))
 
 
+def model_name(bundle: str, dataset: str) -> str:
+    """``hippocampus_mri_attention_unet`` -> ``attention_unet``."""
+    return bundle[len(dataset) + 1 :] if bundle.startswith(dataset + "_") else bundle
+
+
 def read_run(run_dir: Path) -> dict[str, Any]:
     path = Path(run_dir) / RUN_FILE
     return json.loads(path.read_text()) if path.is_file() else {}
