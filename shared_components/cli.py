@@ -98,11 +98,16 @@ BENCHMARK = Group(
         "run": Command("shared_components.experiments.benchmark:run_benchmark"),
         "report": Command("shared_components.experiments.benchmark:report_benchmark"),
         "ensemble": Command("shared_components.experiments.benchmark_ensemble:ensemble_benchmark"),
+        "pipeline": Command(
+            "shared_components.experiments.pipeline_benchmark:benchmark_pipeline",
+            "shared_components.experiments.pipeline_benchmark:format_result",
+        ),
     },
     (
         "run --bundles 'hippocampus_mri_*' --folds 0 --max_epochs 150 --time_budget 20",
         "report results/hippocampus_mri",
         "ensemble results/hippocampus_mri --members segresnet,attention_unet",
+        "pipeline hippocampus_mri_unet --json work/pipeline/hippocampus_cpu.json",
     ),
 )
 NEW_BUNDLE = Group(

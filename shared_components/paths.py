@@ -9,6 +9,9 @@ DATA_ENV = "SEG_DATA_DIR"
 SHARED_ENV = "SEG_SHARED_DIR"
 PACKAGE_DIR = Path(__file__).resolve().parent
 REPO_ROOT = PACKAGE_DIR.parent
+# how the commands this project prints for users (reproduce lines, reports) invoke its tools: the installed command
+# of the README's set-up, run from the repository root
+CLI = ".venv/bin/segbundles"
 
 
 def shared_root() -> Path:
@@ -46,5 +49,5 @@ def shipped_datalist(name: str) -> str:
     """Path of a datalist shipped with the package (fixed folds that every bundle of a dataset shares)."""
     path = PACKAGE_DIR / "datalists" / f"{name}.json"
     if not path.is_file():
-        raise FileNotFoundError(f"No shipped datalist '{name}' ({path}); create one with scripts/prepare_data.py.")
+        raise FileNotFoundError(f"No shipped datalist '{name}' ({path}); create one with `segbundles prepare`.")
     return str(path)

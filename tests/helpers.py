@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -198,3 +200,31 @@ def run_cli(bundle: str, configs: Sequence[str], overrides: dict[str, Any], log:
     """Run a bundle of ``bundles/`` through the stock ``python -m monai.bundle run`` CLI, appending to ``log``
     (raises with the log tail on failure); returns the wall time in seconds."""
     return run_bundle(BUNDLES_DIR / bundle, configs, overrides, log_file=log)
+
+
+def bundle_with_values(src: Path, dst: Path, values: dict[str, Any]) -> Path:
+    """A copy of the bundle ``src`` (configs, docs, LICENSE; no run outputs) in ``dst`` with the top-level ``values``
+    written into train.yaml and inference.yaml (overrides given on a command line reach one config; these are the
+    bundle's own values in both)."""
+    shutil.copytree(src, dst, ignore=shutil.ignore_patterns("runs", "eval", "logs", "cache", "__pycache__"))
+    for name in ("train.yaml", "inference.yaml"):
+        path = dst / "configs" / name
+        text = path.read_text()
+        for key, value in values.items():
+            text, n = re.subn(rf"^{key}:.*$", f"{key}: {json.dumps(value)}", text, count=1, flags=re.M)
+            assert n == 1, (name, key)
+        path.write_text(text)
+    return dst
+
+
+DETECTOR = BUNDLES_DIR / "aneurysm_mra_retinanet"
+COARSE = [0.8, 0.8, 1.2]  # 64x64x48 synthetic voxels of 0.4x0.4x0.6 mm -> 32x32x24
+# a CPU-sized detector for 32x32x24 images
+TINY_DETECTOR = {
+    "preprocessing_args#pixdim": COARSE,
+    "patch_size": [32, 32, 16],
+    "val_patch_size": [32, 32, 16],
+    "anchor_shapes": [[4, 4, 3], [6, 6, 4], [8, 8, 6]],
+    "backbone_depth": 10,
+    "fpn_channels": 32,
+}

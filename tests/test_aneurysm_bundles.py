@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import math
 import re
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -28,20 +27,20 @@ from shared_components.data.datalist import split
 from shared_components.data.synthetic.mra import write_adam
 from shared_components.evaluation import froc
 from shared_components.evaluation.report import PER_CASE
-from tests.helpers import SmokeData, cwd, first_image, one_epoch, run_workflow, smoke_overrides
+from tests.helpers import (
+    COARSE,
+    DETECTOR,
+    TINY_DETECTOR,
+    SmokeData,
+    bundle_with_values,
+    cwd,
+    first_image,
+    one_epoch,
+    run_workflow,
+    smoke_overrides,
+)
 
-DETECTOR = BUNDLES_DIR / "aneurysm_mra_retinanet"
 SEGMENTATION = sorted(p for p in BUNDLES_DIR.glob("aneurysm_mra_*") if p.name not in STANDALONE_BUNDLES)
-COARSE = [0.8, 0.8, 1.2]  # 64x64x48 synthetic voxels of 0.4x0.4x0.6 mm -> 32x32x24
-# a CPU-sized detector for 32x32x24 images
-TINY_DETECTOR = {
-    "preprocessing_args#pixdim": COARSE,
-    "patch_size": [32, 32, 16],
-    "val_patch_size": [32, 32, 16],
-    "anchor_shapes": [[4, 4, 3], [6, 6, 4], [8, 8, 6]],
-    "backbone_depth": 10,
-    "fpn_channels": 32,
-}
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -212,20 +211,6 @@ def test_detector_exports(tmp_path: Path):
     assert json.loads((result.path / "configs" / "inference.json").read_text())["detector"]
 
 
-def _with_values(src: Path, dst: Path, values: dict[str, Any]) -> Path:
-    """A copy of the bundle ``src``'s configs in ``dst`` with the top-level ``values`` written into train.yaml and
-    inference.yaml (the benchmark's overrides go to every bundle; these are the detector's own)."""
-    shutil.copytree(src / "configs", dst / "configs")
-    for name in ("train.yaml", "inference.yaml"):
-        path = dst / "configs" / name
-        text = path.read_text()
-        for key, value in values.items():
-            text, n = re.subn(rf"^{key}:.*$", f"{key}: {json.dumps(value)}", text, count=1, flags=re.M)
-            assert n == 1, (name, key)
-        path.write_text(text)
-    return dst
-
-
 @pytest.mark.slow
 def test_benchmark_ranks_segmentation_and_detector(adam: SmokeData, tmp_path: Path):
     """``benchmark.py run`` drives the detector as it drives a segmentation bundle (run folder and its state, history,
@@ -234,8 +219,8 @@ def test_benchmark_ranks_segmentation_and_detector(adam: SmokeData, tmp_path: Pa
     from shared_components.experiments.benchmark import run_benchmark
 
     small = {k: TINY_DETECTOR[k] for k in ("val_patch_size", "anchor_shapes", "backbone_depth", "fpn_channels")}
-    detector = _with_values(DETECTOR, tmp_path / "aneurysm_mra_retinanet", small)
-    unet = _with_values(BUNDLES_DIR / "aneurysm_mra_unet", tmp_path / "aneurysm_mra_unet", {})
+    detector = bundle_with_values(DETECTOR, tmp_path / "aneurysm_mra_retinanet", small)
+    unet = bundle_with_values(BUNDLES_DIR / "aneurysm_mra_unet", tmp_path / "aneurysm_mra_unet", {})
     common = {
         "preprocessing_args#pixdim": COARSE,
         "patch_size": [32, 32, 32],

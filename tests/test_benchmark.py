@@ -107,7 +107,7 @@ def test_grid_goes_on_after_a_failure_and_the_table_matches_the_cases(grid):
     md = (results / "leaderboard.md").read_text()
     assert "## Accuracy" in md and "## Cost" in md and "## Failed runs" in md and "broken (failed)" in md
     assert f"| {int(t.loc[best, 'rank'])} | {best} | {t.loc[best, 'dice_mean']:.3f} [" in md
-    assert "python scripts/benchmark.py run --bundles hippocampus_mri_unet,hippocampus_mri_unet_small," in md
+    assert ".venv/bin/segbundles benchmark run --bundles hippocampus_mri_unet,hippocampus_mri_unet_small," in md
     for png in ("dice_boxplot.png", "dice_vs_cost.png", "learning_curves.png"):
         assert (results / "plots" / png).stat().st_size > 10_000, png
         assert f"plots/{png}" in md

@@ -76,5 +76,5 @@ def test_plan_for_anisotropic_ct():
 
 
 def test_recommended_without_fingerprint(tmp_path):
-    with pytest.raises(FileNotFoundError, match="prepare_data.py fingerprint"):
+    with pytest.raises(FileNotFoundError, match="segbundles prepare fingerprint"):
         recommended(tmp_path / "datalist.json")

@@ -121,7 +121,7 @@ def test_grid_runs_each_variant_and_seed_once_and_resumes(tmp_path):
     text = md.read_text()
     assert "| loss_name | focal | 3 | 0.7" in text and "| default | bundle defaults | 3 |" in text
     command = (  # the report prints the command that made the grid (dict levels are not a file: left out)
-        f"python scripts/tune.py ablate {HIPPO} --factors loss_name,scheduler_name --seeds 0,1,2 --fold 0 "
+        f".venv/bin/segbundles tune ablate {HIPPO} --factors loss_name,scheduler_name --seeds 0,1,2 --fold 0 "
         f"--max_epochs 10 --out {tmp_path / 'runs'} --report_out {tmp_path / 'results'}"
     )
     assert f"```bash\n{command}\n```" in text

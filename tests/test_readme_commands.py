@@ -108,3 +108,20 @@ def test_files_the_commands_read_ship_with_the_repository():
         for flag, value in zip(tokens, tokens[1:], strict=False):
             if flag in read_flags:
                 assert (REPO_ROOT / value).is_file(), f"{line}: {value} is not in the repository"
+
+
+# after the README's set-up (which makes .venv and installs into it), a bare `python`, `segbundles`, `torchrun` or
+# `monailabel` needs an activated environment; every tool is named one way, `segbundles ...`, not `scripts/*.py`
+BARE = {"python", "python3", "pip", "segbundles", "torchrun", "mlflow", "monailabel"}
+
+
+@pytest.mark.parametrize(("cwd", "line"), COMMANDS, ids=[c[:60] for _, c in COMMANDS])
+def test_commands_run_from_the_set_up_environment(cwd: str, line: str):
+    tokens = [t for t in shlex.split(line) if not re.fullmatch(r"[A-Z_]+=\S*", t)]
+    if not tokens:
+        return  # a shell variable for the next commands (S=sqlite:///...)
+    exe, venv = tokens[0], ".venv" if cwd == "." else "../../.venv"
+    assert exe not in BARE, f"{line!r}: bare {exe!r} fails without an activated environment; use {venv}/bin/{exe}"
+    if "/bin/" in exe:
+        assert exe.startswith((f"{venv}/bin/", f"{venv}-monailabel/bin/")), f"{line!r} runs in {cwd}: use {venv}/bin/"
+    assert not any(re.search(r"scripts/\w+\.py$", t) for t in tokens), f"{line!r}: name the tool as segbundles ..."

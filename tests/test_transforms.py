@@ -234,3 +234,22 @@ def test_post_transforms_reject_unknown_stage_and_missing_inputs():
         post_transforms("train", num_classes=2)
     with pytest.raises(ValueError, match="output_dir"):
         post_transforms("save", num_classes=2)
+
+
+def test_spacing_runs_with_monai_label_request_keys():
+    """MONAI Label adds ``image_path`` (a string) to the data; MONAI's Spacingd takes it for the image's metadata
+    dict and fails, the chains' Spacingd resamples and keeps it."""
+    from monai.transforms import Spacingd as MonaiSpacingd
+
+    from shared_components.transforms.spacing import Spacingd
+
+    def request() -> dict:
+        affine = torch.diag(torch.tensor([0.4, 0.4, 0.6, 1.0]))
+        image = MetaTensor(torch.rand(1, 20, 20, 10), affine=affine, meta={"filename_or_obj": "case.nii.gz"})
+        return {"image": image, "image_path": "/studies/case.nii.gz"}
+
+    with pytest.raises(AttributeError, match="update"):
+        MonaiSpacingd("image", pixdim=(0.8, 0.8, 1.2))(request())
+    out = Spacingd("image", pixdim=(0.8, 0.8, 1.2))(request())
+    assert out["image"].pixdim.tolist() == pytest.approx([0.8, 0.8, 1.2])
+    assert out["image_path"] == "/studies/case.nii.gz"

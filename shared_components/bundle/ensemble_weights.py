@@ -18,6 +18,7 @@ import yaml
 
 from shared_components.evaluation.ensemble import MEMBERS_DIR
 from shared_components.files import atomic_path, write_text_atomic
+from shared_components.paths import CLI
 
 
 def member_config(bundle_dir: Path) -> dict[str, Any]:
@@ -59,7 +60,7 @@ def write_members(bundle: Path, members: dict[str, tuple[Path, str]]) -> list[Pa
 
 def ensemble_text(facts: dict[str, Any]) -> dict[str, str]:
     """The card's words for an ensemble: what the weights are, how long each member trained, how to reproduce."""
-    from shared_components.bundle.weights import reproduce_command
+    from shared_components.bundle.weights import REPRODUCE_OUT, reproduce_command
     from shared_components.experiments.runs import model_name
 
     members = [facts["primary"], *facts["members"]]
@@ -79,6 +80,6 @@ def ensemble_text(facts: dict[str, Any]) -> dict[str, str]:
     )
     settings = facts["settings"]
     grid = reproduce_command(facts["primary"], [m["record"]["bundle"] for m in members])
-    results = f"{settings.get('out') or 'results'}/{settings['name']}"
-    ensemble = f"python scripts/benchmark.py ensemble {results} --members {','.join(short)}"
+    results = f"{REPRODUCE_OUT}/{settings['name']}"
+    ensemble = f"{CLI} benchmark ensemble {results} --members {','.join(short)}"
     return {"what": what, "lengths": lengths, "command": f"{grid}\n{ensemble}"}

@@ -269,12 +269,13 @@ class ModelCard:
 
     def readme_facts(self) -> list[str]:
         """What docs/README.md must say as the configs give it (whitespace aside): the inference window, where
-        augmentation runs, the optimiser's settings and the export command. A README that lacks one is stale
+        augmentation runs, the optimiser's settings, the datalist and export commands. A README that lacks one is stale
         (``new_bundle.py check`` lists it, ``sync`` rewrites it)."""
         aug = augmented_where(self.config.get("augmentation_args", {}))  # the preset's text needs the registry
         c = self.config
         optimiser = f"lr {c['learning_rate']}, weight decay {c['weight_decay']}, batch {c['batch_size']}"
-        return [f"sliding window of {_size(c['patch_size'])} voxels", aug, optimiser, self.export_command()]
+        window = f"sliding window of {_size(c['patch_size'])} voxels"
+        return [window, aug, optimiser, self.di["prepare"], self.export_command()]
 
     def refreshed_readme(self, current: str, trained: bool) -> str:
         """:meth:`readme`, keeping the Performance section of ``current`` when the bundle ships trained weights."""

@@ -33,7 +33,7 @@ def _benchmark_settings(run_dir: Path) -> dict[str, Any]:
         if (parent / SETTINGS).is_file():
             return json.loads((parent / SETTINGS).read_text())
     raise FileNotFoundError(
-        f"no {SETTINGS} above {run_dir}: ship runs made by `scripts/benchmark.py run` (it records the command, "
+        f"no {SETTINGS} above {run_dir}: ship runs made by `segbundles benchmark run` (it records the command, "
         "budget and machine the card must state)."
     )
 
@@ -100,9 +100,14 @@ def hardware_text(machine: dict[str, Any]) -> str:
     return f"{cpu}, {machine['gpu']}" if machine.get("gpu") else f"{cpu}, no GPU"
 
 
+# where a card's reproducing command writes: not the committed results folder, which keeps the runs behind the card
+# (and whose benchmark.json would refuse a one-fold command as other settings)
+REPRODUCE_OUT = "work/reproduce"
+
+
 def reproduce_command(facts: dict[str, Any], bundles: list[str] | None = None) -> str:
     """The benchmark's own command line (:func:`~shared_components.experiments.benchmark.command`) for this one
-    bundle and fold, with the run's torch threads (from the repository root)."""
+    bundle and fold, with the run's torch threads (from the repository root), writing to :data:`REPRODUCE_OUT`."""
     from shared_components.experiments.benchmark import command
     from shared_components.transforms.batch import DEFAULT_MODE
 
@@ -113,7 +118,7 @@ def reproduce_command(facts: dict[str, Any], bundles: list[str] | None = None) -
     if facts.get("augmentation_mode", DEFAULT_MODE) != DEFAULT_MODE:  # trained before the default changed
         overrides.setdefault("augmentation_args#mode", facts["augmentation_mode"])
     names = bundles or [facts["record"]["bundle"]]
-    one = {**settings, "bundles": names, "folds": [facts["fold"]], "overrides": overrides}
+    one = {**settings, "bundles": names, "folds": [facts["fold"]], "overrides": overrides, "out": REPRODUCE_OUT}
     return prefix + command(one)
 
 
@@ -191,7 +196,7 @@ Training took **{_minutes(seconds)}**{together} on {hardware_text(settings.get("
 [`training_history.csv`](training_history.csv) and [`learning_curves.png`](learning_curves.png).
 
 Reproduce the weights and this table (from the repository root, data in `$SEG_DATA_DIR`; the run folder under
-`results/` holds `models/model.pt` and `eval/`):
+`work/reproduce/` holds `models/model.pt` and `eval/`):
 
 ```bash
 {command}

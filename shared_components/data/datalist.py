@@ -28,7 +28,7 @@ def load_datalist(path: str | os.PathLike) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(
-            f"Datalist not found: {path}. Create it with `python scripts/prepare_data.py <converter> --dst ...` "
+            f"Datalist not found: {path}. Create it with `segbundles prepare <converter> --dst ...` "
             "or pass `--datalist <file>` to the bundle."
         )
     try:

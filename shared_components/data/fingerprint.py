@@ -364,9 +364,7 @@ def recommended(source: str | os.PathLike) -> dict[str, Any]:
     elif path.name != FINGERPRINT_FILE and not path.name.endswith(".fingerprint.json"):
         path = path.parent / FINGERPRINT_FILE
     if not path.is_file():
-        raise FileNotFoundError(
-            f"no fingerprint at {path}: run `python scripts/prepare_data.py fingerprint --datalist <datalist.json>`."
-        )
+        raise FileNotFoundError(f"no fingerprint at {path}: run `segbundles prepare fingerprint <datalist.json>`.")
     return json.loads(path.read_text())["recommended"]
 
 

@@ -120,7 +120,7 @@ class SegmentationMetrics(_TimedEvaluation):
         metrics: subset of ``dice``, ``hd95``, ``msd``, ``nsd`` (and ``vs``).
         confidence: level of the bootstrap confidence intervals.
         datalist: the bundle's datalist (file or content). When it declares detection (``evaluation`` with
-            ``froc: true`` and per-case ``aneurysms``, as ``prepare_data.py adam`` writes), its
+            ``froc: true`` and per-case ``aneurysms``, as ``segbundles prepare adam`` writes), its
             ``evaluation.metrics`` are added, voxels of its ``evaluation.ignore_label`` (raw label value, e.g. ADAM's
             treated aneurysms) are removed from prediction and reference before the metrics, and the FROC files of
             :mod:`shared_components.evaluation.froc` are written next to the tables: candidates are the connected
@@ -313,7 +313,7 @@ class DetectionFROC(_TimedEvaluation):
     ):
         self.targets = froc.detection_targets(datalist)
         if self.targets is None:
-            raise ValueError("DetectionFROC needs a datalist with per-case 'aneurysms' (prepare_data.py adam).")
+            raise ValueError("DetectionFROC needs a datalist with per-case 'aneurysms' (segbundles prepare adam).")
         self.output_dir = output_dir
         self.class_name = class_name
         self.box_key, self.score_key = box_key, score_key

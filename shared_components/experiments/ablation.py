@@ -32,6 +32,7 @@ from shared_components.experiments.tune import (
     sigterm_as_interrupt,
     work,
 )
+from shared_components.paths import CLI
 from shared_components.training import registry
 
 DEFAULT = "default"
@@ -242,7 +243,7 @@ def ablate(
 
 
 def command_line(bundle: str, given: Mapping[str, Any]) -> str:
-    """The ``tune.py ablate`` command that makes (or continues) this grid: the options given, lists comma-joined."""
+    """The ``segbundles tune ablate`` command that makes (or continues) this grid: the options given, lists comma-joined."""
 
     def text(value: Any) -> str:
         if isinstance(value, Mapping):
@@ -251,7 +252,7 @@ def command_line(bundle: str, given: Mapping[str, Any]) -> str:
             return ",".join(map(str, value))
         return str(value)
 
-    args = ["python", "scripts/tune.py", "ablate", str(bundle)]
+    args = [CLI, "tune", "ablate", str(bundle)]
     for key, value in given.items():
         if value is not None:
             args += [f"--{key}", text(value)]

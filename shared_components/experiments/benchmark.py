@@ -37,6 +37,7 @@ from shared_components.experiments.runs import (
     train_and_evaluate,
 )
 from shared_components.experiments.tracking import log_run
+from shared_components.paths import CLI
 
 logger = logging.getLogger(__name__)
 
@@ -80,7 +81,7 @@ def machine() -> dict[str, Any]:
 
 def command(settings: Mapping[str, Any]) -> str:
     """The command line that reproduces a benchmark."""
-    args = ["python", "scripts/benchmark.py", "run", "--bundles", ",".join(settings["bundles"])]
+    args = [CLI, "benchmark", "run", "--bundles", ",".join(settings["bundles"])]
     args += ["--folds", ",".join(map(str, settings["folds"]))]
     for key, flag in (
         ("max_epochs", "max_epochs"),

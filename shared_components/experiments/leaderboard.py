@@ -32,6 +32,7 @@ from shared_components.evaluation.statistics import compare_to_best
 from shared_components.experiments.benchmark import SETTINGS, command, run_path
 from shared_components.experiments.benchmark_ensemble import read_ensembles
 from shared_components.experiments.runs import model_name, read_run
+from shared_components.paths import CLI
 
 LEADERBOARD_MD = "leaderboard.md"
 LEADERBOARD_CSV = "leaderboard.csv"
@@ -55,9 +56,7 @@ def collect(results: Path) -> tuple[dict[str, Any], pd.DataFrame, pd.DataFrame]:
     results = Path(results)
     path = results / SETTINGS
     if not path.is_file():
-        raise FileNotFoundError(
-            f"No benchmark in {results} ({SETTINGS} missing): run `scripts/benchmark.py run` first."
-        )
+        raise FileNotFoundError(f"No benchmark in {results} ({SETTINGS} missing): run `{CLI} benchmark run` first.")
     settings = json.loads(path.read_text())
     dataset = settings["name"]
     rows, frames = [], []
@@ -277,8 +276,8 @@ def _markdown(settings: Mapping[str, Any], table: pd.DataFrame, figures: Mapping
         "Reproduce with:",
         "",
         "```bash",
-        settings.get("command", command(settings)),
-        f"python scripts/benchmark.py report {_rel(results)}",
+        command(settings),
+        f"{CLI} benchmark report {_rel(results)}",
         "```",
         "",
         "## Accuracy",

@@ -376,7 +376,8 @@ def benchmark_pipeline(
         dataset_dir: the dataset folder (default: real hippocampus data, else synthetic data).
         datalist: the datalist (with ``dataset_dir``).
         work_dir: where the synthetic data and the run folders go (default: a temporary folder, removed).
-        overrides: more bundle overrides (e.g. ``{'batch_size': 2}``); keyword arguments too.
+        overrides: more bundle overrides (e.g. ``{'batch_size': 2}``).
+        **more_overrides: bundle overrides as flags too (e.g. ``--batch_size 2``).
     """
     from monai.bundle import ConfigWorkflow
 

@@ -36,6 +36,7 @@ import optuna
 import yaml
 
 from shared_components.experiments.search_space import SearchSpace, load_space
+from shared_components.paths import CLI
 
 logger = logging.getLogger(__name__)
 
@@ -1000,7 +1001,7 @@ def write_report(
             to_yaml(best.user_attrs.get("overrides", {})).strip(),
             "```",
             "",
-            f"`python scripts/tune.py best --study {study} --storage URL --out tuned.yaml` writes them as a config "
+            f"`{CLI} tune best --study {study} --storage URL --out tuned.yaml` writes them as a config "
             "to merge after `configs/train.yaml`.",
             "",
         ]

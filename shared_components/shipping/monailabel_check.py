@@ -11,6 +11,13 @@ Run inside the MONAI Label environment (``bash scripts/monailabel_check.sh`` cre
    overlapping the reference label (Dice is reported); ``POST /train/<model>`` with ``max_epochs=1`` must write new
    weights to ``models/model.pt`` of the app's copy, which then load into the network and serve a new inference.
 
+A detector (an inference config with ``detector``, e.g. ``aneurysm_mra_retinanet``) is served by its export only:
+MONAI Label takes a bundle for a detector when its folder name contains "detection" (the export's name does, the
+repository's folder does not, so MONAI Label would run it as a segmentation network). ``POST /infer`` must return
+boxes (6 numbers each, on the preprocessed grid) and their labels; ``/train`` is not called: MONAI Label's trainer
+gives a detector boxes read from 3D Slicer markup JSON labels, and this detector derives its boxes from label maps.
+Studies for a detector come from an ADAM-layout folder (``<case>/pre/TOF.nii.gz``) given as ``dataset``.
+
 Prints a JSON summary (timings included) and exits non-zero on the first failed step, with the server log's tail.
 """
 
@@ -66,8 +73,21 @@ def _sample_app(dest: Path) -> Path:
     raise FileNotFoundError(f"MONAI Label's monaibundle sample app not found in {candidates}; is monailabel installed?")
 
 
+def _adam_studies(dest: Path, dataset: Path, n: int) -> list[str]:
+    """``n`` TOF-MRA images of an ADAM-layout folder as ``<case>.nii.gz`` (unlabelled studies); returns the ids."""
+    images = sorted(dataset.glob("*/pre/TOF.nii.gz"))[:n]
+    if not images:
+        raise FileNotFoundError(f"no <case>/pre/TOF.nii.gz (ADAM layout) in {dataset}.")
+    dest.mkdir(parents=True)
+    for img in images:
+        shutil.copy(img, dest / f"{img.parent.parent.name}.nii.gz")
+    return [img.parent.parent.name for img in images]
+
+
 def _studies(dest: Path, dataset: Path, n: int) -> list[str]:
     """``n`` real labelled cases laid out as MONAI Label's local datastore expects; returns the image ids."""
+    if not (dataset / "imagesTr").is_dir():
+        return _adam_studies(dest, dataset, n)
     images = sorted((dataset / "imagesTr").glob("*.nii.gz"))[-n:]
     if len(images) < n:
         raise FileNotFoundError(f"need {n} labelled cases in {dataset}/imagesTr, found {len(images)}.")
@@ -162,6 +182,32 @@ def _infer(server: Server, model: str, image_id: str, studies: Path, out: Path) 
     return {"seconds": round(seconds, 2), "labels": values, "dice": round(_dice(pred, ref, labels), 4)}
 
 
+def _detect(server: Server, model: str, image_id: str) -> dict[str, Any]:
+    """``POST /infer/<model>`` of a detector: its boxes (``[x0, y0, z0, x1, y1, z1]`` each) and their labels."""
+    import requests
+
+    t0 = time.monotonic()
+    r = requests.post(f"{server.url}/infer/{model}", params={"image": image_id, "output": "json"}, timeout=600)
+    seconds = time.monotonic() - t0
+    if r.status_code != 200:
+        raise CheckFailed(f"POST /infer/{model} -> {r.status_code}: {r.text[:500]}\n{server.tail()}")
+    result = r.json()
+    boxes, labels = result.get("box"), result.get("label")
+    if not isinstance(boxes, list) or not isinstance(labels, list) or len(boxes) != len(labels):
+        raise CheckFailed(f"{model}: no boxes with labels in the response: {json.dumps(result)[:500]}")
+    if any(len(b) != 6 or not all(lo <= hi for lo, hi in zip(b[:3], b[3:], strict=True)) for b in boxes):
+        raise CheckFailed(f"{model}: boxes are not [x0, y0, z0, x1, y1, z1]: {boxes[:3]}")
+    return {"seconds": round(seconds, 2), "boxes": boxes, "labels": labels}
+
+
+def is_detector(bundle: Path) -> bool:
+    """Whether the bundle's inference config defines a ``detector`` (what MONAI Label runs for detection)."""
+    from monai.bundle import ConfigParser
+
+    config = next(p for p in (bundle / "configs" / f"inference.{e}" for e in ("json", "yaml")) if p.is_file())
+    return "detector" in ConfigParser.load_config_file(config)
+
+
 def _train(server: Server, model: str, weights: Path) -> dict[str, Any]:
     import requests
 
@@ -206,11 +252,15 @@ def check(
     timeout: float = 300.0,
     dataset: str = "Task04_Hippocampus",
 ) -> dict[str, Any]:
-    """Run the check for ``bundle`` (and its Model Zoo export unless ``export=False``); ``keep`` keeps the app,
-    studies and server log in that folder (default: a temporary folder, removed on success)."""
-    src = BUNDLES_DIR / bundle
+    """Run the check for ``bundle`` (a name in ``bundles/`` or a bundle folder; and its Model Zoo export unless
+    ``export=False``) on ``cases`` studies of ``dataset`` (a folder of the data root, or a path); ``keep`` keeps the
+    app, studies and server log in that folder (default: a temporary folder, removed on success)."""
+    src = Path(bundle) if Path(bundle).is_dir() else BUNDLES_DIR / bundle
     if not (src / "configs" / "inference.yaml").is_file():
-        raise FileNotFoundError(f"no bundle {bundle!r} in {BUNDLES_DIR}.")
+        raise FileNotFoundError(f"no bundle {bundle!r} in {BUNDLES_DIR} (nor a bundle folder of that path).")
+    detector = is_detector(src)
+    if detector and not export:
+        raise ValueError(f"{src.name} is a detector: MONAI Label serves it from its export (export=True).")
     if not (src / "models" / "model.pt").is_file():
         raise FileNotFoundError(f"{src}/models/model.pt missing: MONAI Label needs trained weights.")
     work = Path(keep).resolve() if keep else Path(tempfile.mkdtemp(prefix="monailabel_check_"))
@@ -218,10 +268,10 @@ def check(
         shutil.rmtree(work)
     work.mkdir(parents=True, exist_ok=True)
     t_start = time.monotonic()
-    summary: dict[str, Any] = {"bundle": bundle, "work_dir": str(work), "models": {}}
+    summary: dict[str, Any] = {"bundle": src.name, "work_dir": str(work), "models": {}}
 
     app = _sample_app(work / "app")
-    models = {bundle: shutil.copytree(src, app / "model" / bundle, ignore=SKIP)}
+    models = {} if detector else {src.name: shutil.copytree(src, app / "model" / src.name, ignore=SKIP)}
     if export:
         from shared_components.shipping.export import export_bundle
 
@@ -230,7 +280,7 @@ def check(
         models[res.name] = shutil.copytree(res.path, app / "model" / res.name)
         summary["export_seconds"] = round(time.monotonic() - t0, 1)
     studies = work / "studies"
-    ids = _studies(studies, data_root() / dataset, cases)
+    ids = _studies(studies, Path(dataset) if Path(dataset).is_dir() else data_root() / dataset, cases)
 
     server = Server(app, studies, list(models), work / "server.log")
     try:
@@ -247,6 +297,12 @@ def check(
             if labels != expected:
                 raise CheckFailed(f"{name}: /info/ labels {labels} != channel_def {expected}")
             result: dict[str, Any] = {"labels": labels}
+            if detector:
+                result["infer"] = _detect(server, name, ids[0])
+                result["image"] = ids[0]
+                summary["models"][name] = result
+                print(f"{name}: {json.dumps(result)}", file=sys.stderr, flush=True)
+                continue
             result["infer"] = _infer(server, name, ids[0], studies, work / f"{name}_infer.nii.gz")
             weights = folder / "models" / "model.pt"
             result["train"] = _train(server, name, weights)

@@ -201,7 +201,7 @@ class FailFast:
                 raise TrainingAborted(
                     f"the loss is {value} at epoch {engine.state.epoch}, iteration {engine.state.iteration}, on "
                     f"{_describe(batch_files(engine.state.batch))}: check their intensities (huge or NaN values; "
-                    "`prepare_data.py check <datalist> --level full`) or lower the learning rate; nothing of this "
+                    "`segbundles prepare check <datalist> --level full`) or lower the learning rate; nothing of this "
                     "epoch is kept"
                 )
 

@@ -40,13 +40,13 @@ from monai.transforms import (
     SaveImaged,
     ScaleIntensityRanged,
     ScaleIntensityRangePercentilesd,
-    Spacingd,
     SpatialPadd,
 )
 
 from shared_components.training.registry import get, names, register
 from shared_components.transforms.batch import DEFAULT_MODE, AugmentationSeedd, BatchAugmentation, check_mode
 from shared_components.transforms.labels import LabelToRegionsd, RegionsToLabeld, RemapLabelsd, TakeFirstOutputd
+from shared_components.transforms.spacing import Spacingd
 
 IMAGE, LABEL, PRED = "image", "label", "pred"
 
