@@ -7,6 +7,7 @@ removed. Standard library only, so any module (and any exported bundle that vend
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import tempfile
@@ -74,3 +75,70 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+JOURNAL = ".staged_files.json"
+
+
+class StagedFiles:
+    """Files of one folder written as a set: ``path(target)`` gives a temporary to write each one to and
+    ``remove(target)`` marks one for deletion; on leaving the block without an exception a journal of the renames
+    is written (atomically) and then carried out, so a kill before it leaves every file as it was, and a kill during
+    it leaves the journal, which the next ``StagedFiles`` of the folder (or :func:`complete_staged`) completes. On an
+    exception the temporaries are removed."""
+
+    def __init__(self, root: str | os.PathLike):
+        self.root = Path(root)
+        self._moves: list[tuple[Path, Path]] = []
+        self._removals: list[Path] = []
+
+    def path(self, target: str | os.PathLike) -> Path:
+        target = Path(target)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = _temp_name(target)
+        self._moves.append((tmp, target))
+        return tmp
+
+    def write_text(self, target: str | os.PathLike, text: str) -> Path:
+        self.path(target).write_text(text)
+        return Path(target)
+
+    def copy(self, source: str | os.PathLike, target: str | os.PathLike) -> Path:
+        shutil.copyfile(source, self.path(target))
+        return Path(target)
+
+    def remove(self, target: str | os.PathLike) -> None:
+        self._removals.append(Path(target))
+
+    def __enter__(self) -> StagedFiles:
+        complete_staged(self.root)
+        return self
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        if exc_type is not None:
+            for tmp, _ in self._moves:
+                tmp.unlink(missing_ok=True)
+            return
+        for tmp, _ in self._moves:
+            _fsync(tmp)
+        journal = {"moves": [[str(t), str(p)] for t, p in self._moves], "removals": [str(p) for p in self._removals]}
+        write_text_atomic(self.root / JOURNAL, json.dumps(journal, indent=4) + "\n")
+        complete_staged(self.root)
+
+
+def complete_staged(root: str | os.PathLike) -> bool:
+    """Carry out the renames and removals of an interrupted :class:`StagedFiles` of ``root`` (its journal);
+    whether there was one."""
+    journal = Path(root) / JOURNAL
+    if not journal.is_file():
+        return False
+    entries = json.loads(journal.read_text())
+    for tmp, target in entries["moves"]:
+        if Path(tmp).exists():  # not yet renamed
+            os.replace(tmp, target)
+    for target in map(Path, entries["removals"]):
+        target.unlink(missing_ok=True)
+        if target.parent != Path(root) and target.parent.is_dir() and not any(target.parent.iterdir()):
+            target.parent.rmdir()  # a folder emptied by the removals goes too
+    journal.unlink()
+    return True

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import yaml
 
@@ -37,6 +39,24 @@ def test_drift_is_detected_and_repaired(tmp_path):
     scaffold.sync(dst)
     assert scaffold.check(dst) == []
     assert "mode: gaussian" in (dst / "configs" / "train.yaml").read_text()
+
+
+def test_an_interrupted_ship_is_listed_and_completed_by_sync(tmp_path):
+    import shutil
+
+    from shared_components.files import JOURNAL, StagedFiles
+
+    src = scaffold.all_bundles()[0]
+    dst = tmp_path / src.name
+    shutil.copytree(src / "configs", dst / "configs")
+    shutil.copy(src / "LICENSE", dst / "LICENSE")
+    stage = StagedFiles(dst)
+    stage.write_text(dst / "models" / "model.pt", "new weights")
+    # killed after the journal was written, before its renames: the bundle still has its old (no) weights
+    (dst / JOURNAL).write_text(json.dumps({"moves": [[str(t), str(p)] for t, p in stage._moves], "removals": []}))
+    assert scaffold.check(dst) == [str(dst / JOURNAL)] and not (dst / "models" / "model.pt").exists()
+    scaffold.sync(dst)
+    assert scaffold.check(dst) == [] and (dst / "models" / "model.pt").read_text() == "new weights"
 
 
 def test_marker_required():

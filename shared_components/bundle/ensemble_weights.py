@@ -10,14 +10,13 @@ ensemble's own scores on fold ``k``, which every member was trained without.
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from shared_components.evaluation.ensemble import MEMBERS_DIR
-from shared_components.files import atomic_path, write_text_atomic
+from shared_components.files import StagedFiles
 from shared_components.paths import CLI
 
 
@@ -42,19 +41,16 @@ def member_files(members: list[dict[str, Any]]) -> dict[str, tuple[Path, str]]:
     }
 
 
-def write_members(bundle: Path, members: dict[str, tuple[Path, str]]) -> list[Path]:
-    """``models/ensemble/`` holding exactly ``members`` (:func:`member_files`), stale members removed."""
+def write_members(bundle: Path, members: dict[str, tuple[Path, str]], stage: StagedFiles) -> list[Path]:
+    """``models/ensemble/`` holding exactly ``members`` (:func:`member_files`), stale members removed, written as
+    part of ``stage``."""
     folder = bundle / MEMBERS_DIR
     for old in folder.glob("*"):
         if old.stem not in members:
-            old.unlink()
+            stage.remove(old)
     written = []
     for name, (weights, config) in members.items():
-        with atomic_path(folder / f"{name}.pt") as tmp:
-            shutil.copyfile(weights, tmp)
-        written += [folder / f"{name}.pt", write_text_atomic(folder / f"{name}.json", config)]
-    if folder.is_dir() and not any(folder.iterdir()):
-        folder.rmdir()
+        written += [stage.copy(weights, folder / f"{name}.pt"), stage.write_text(folder / f"{name}.json", config)]
     return written
 
 

@@ -49,6 +49,7 @@ from shared_components.bundle.layout import (
     TEMPLATE_DIR,
     split_standard,
 )
+from shared_components.files import JOURNAL, complete_staged
 from shared_components.paths import REPO_ROOT
 
 __all__ = [
@@ -176,6 +177,10 @@ def _reconcile(bundle_dir: str | Path, write: bool) -> list[str]:
     card, pair = bundle_dir / "docs" / "README.md", bundle_pair(bundle_dir)
     if pair and card.is_file() and stale_card(bundle_dir, pair, write):
         drifted.append(str(card))
+    if (bundle_dir / JOURNAL).is_file():  # a ship killed while renaming its files into place: completed by sync
+        drifted.append(str(bundle_dir / JOURNAL))
+        if write:
+            complete_staged(bundle_dir)
     return drifted
 
 

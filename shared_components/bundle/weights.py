@@ -3,20 +3,20 @@ that run measured (held-out Dice with CIs, surface metrics, training time, hardw
 into ``configs/metadata.json`` and the model card, with the training history and learning curves in ``docs/``.
 
 Nothing is copied by hand, so the card can only state what the shipped weights scored; a bundle that already ships
-weights is replaced only when asked (``force``), and every file is written atomically.
+weights is replaced only when asked (``force``), and the files are written as one set
+(:class:`~shared_components.files.StagedFiles`): a kill leaves the bundle as it was, or completes on the next ship.
 """
 
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 from typing import Any
 
 from shared_components.bundle.ensemble_weights import ensemble_text, member_files, write_members
 from shared_components.bundle.model_card import UNTRAINED_NOTE, replace_performance, wrap_markdown
 from shared_components.evaluation.report import MEAN_CLASS, SUMMARY_JSON
-from shared_components.files import atomic_path, write_text_atomic
+from shared_components.files import StagedFiles
 
 
 def _read(path: Path, what: str) -> dict[str, Any]:
@@ -263,17 +263,17 @@ def ship_run(bundle: str | Path, run_dir: str | Path, force: bool = False, note:
     # every text is made before the first file is written, so an error here leaves the bundle as it was
     card = replace_performance(card, performance_section(facts, note))
     members = member_files(facts.get("members", []))
-    with atomic_path(target) as tmp:
-        shutil.copyfile(facts["weights"], tmp)
-    written = [target, *write_members(bundle, members)]  # none: a single run, stale ones removed
     runs = [facts.get("primary", facts), *facts.get("members", [])]
     history = runs[0]["run_dir"] / "logs" / "history.csv"
-    if history.is_file():
-        with atomic_path(bundle / "docs" / "training_history.csv") as tmp:
-            shutil.copyfile(history, tmp)
-        curves = {r["record"]["bundle"]: r["run_dir"] / "logs" / "history.csv" for r in runs}
-        learning_curves_png({k: v for k, v in curves.items() if v.is_file()}, bundle / "docs" / "learning_curves.png")
-        written += [bundle / "docs" / "training_history.csv", bundle / "docs" / "learning_curves.png"]
-    written.append(write_text_atomic(meta_path, json.dumps(meta, indent=4) + "\n"))
-    written.append(write_text_atomic(card_path, card))
+    # one set: a kill before the end leaves the bundle as it was, a kill while renaming is completed by the next ship
+    with StagedFiles(bundle) as stage:
+        written = [stage.copy(facts["weights"], target), *write_members(bundle, members, stage)]
+        if history.is_file():
+            written.append(stage.copy(history, bundle / "docs" / "training_history.csv"))
+            curves = {r["record"]["bundle"]: r["run_dir"] / "logs" / "history.csv" for r in runs}
+            png = bundle / "docs" / "learning_curves.png"
+            learning_curves_png({k: v for k, v in curves.items() if v.is_file()}, stage.path(png))
+            written.append(png)
+        written.append(stage.write_text(meta_path, json.dumps(meta, indent=4) + "\n"))
+        written.append(stage.write_text(card_path, card))
     return written
