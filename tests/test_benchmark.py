@@ -12,7 +12,7 @@ from scipy import stats
 
 from shared_components.data.converters.msd import msd_datalist
 from shared_components.evaluation.report import with_case_means
-from shared_components.experiments.benchmark import dataset_name, run_benchmark
+from shared_components.experiments.benchmark import dataset_name, run_benchmark, run_path
 from shared_components.experiments.leaderboard import make_report
 from shared_components.experiments.runs import resolve_bundles
 from tests.helpers import HIPPO
@@ -55,6 +55,28 @@ def grid(tmp_path_factory, hippo_dir, bundles_dir):
         "infer_cases": 1,
     }
     return root, run_benchmark(**kwargs), kwargs
+
+
+def test_runs_still_training_or_not_started_are_not_failures(grid, tmp_path):
+    """A grid whose second fold is being trained by another worker (or not started): its models are partial, the
+    report lists those runs as not finished, and only the broken bundle's run is a failure."""
+    _, results, _ = grid
+    copy = tmp_path / "hippocampus_mri"
+    shutil.copytree(results, copy, ignore=shutil.ignore_patterns("*.pt", "mlruns*"))
+    settings = json.loads((copy / "benchmark.json").read_text())
+    (copy / "benchmark.json").write_text(json.dumps({**settings, "folds": [0, 1]}))
+    running = run_path(copy, settings["bundles"][0], 1)
+    running.mkdir(parents=True)
+    (running / "run.json").write_text(json.dumps({"status": "running", "fold": 1}))
+    make_report(copy)
+    t = pd.read_csv(copy / "leaderboard.csv").set_index("model")
+    assert set(t.loc[["unet", "unet_small"], "status"]) == {"partial (1/2)"}
+    assert t.loc["broken", "status"] == "failed" and "fold 1" not in t.loc["broken", "failed"]
+    md = (copy / "leaderboard.md").read_text()
+    unfinished = md[md.index("## Runs not finished") :]
+    assert "- unet: fold 1: running" in unfinished and "- unet_small: fold 1: not run" in unfinished
+    failures = md[md.index("## Failed runs") : md.index("## Runs not finished")]
+    assert "unet" not in failures and "broken: fold 0" in failures
 
 
 def test_grid_goes_on_after_a_failure_and_the_table_matches_the_cases(grid):

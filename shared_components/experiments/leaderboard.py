@@ -68,17 +68,17 @@ def collect(results: Path) -> tuple[dict[str, Any], pd.DataFrame, pd.DataFrame]:
         for f, _ in done:
             df = read_per_case(run_path(results, bundle, f) / "eval" / PER_CASE)
             frames.append(df.assign(model=model, bundle=bundle))
-        failed = [
-            f"fold {f}: {r.get('failed_stage', 'not run')}"
-            for f, r in zip(settings["folds"], recs, strict=True)
-            if r.get("status") != "done"
-        ]
+        folds = list(zip(settings["folds"], recs, strict=True))
+        failed = [f"fold {f}: {r.get('failed_stage', 'failed')}" for f, r in folds if r.get("status") == "failed"]
+        # a run another worker is training (or that was never started) is not a failure
+        pending = [f"fold {f}: {r.get('status', 'not run')}" for f, r in folds if r.get("status") not in DONE_OR_FAILED]
         rows.append(
             {
                 "model": model,
                 "bundle": bundle,
-                "status": "done" if not failed else ("failed" if not done else f"partial ({len(done)}/{len(recs)})"),
+                "status": _status(len(done), len(recs), bool(failed)),
                 "failed": "; ".join(failed),
+                "pending": "; ".join(pending),
                 "parameters": next((r.get("parameters") for r in recs if r.get("parameters")), None),
                 "members": ",".join(ensembles.get(bundle, {}).get("members", [])),
                 **_costs([r for _, r in done]),
@@ -87,6 +87,18 @@ def collect(results: Path) -> tuple[dict[str, Any], pd.DataFrame, pd.DataFrame]:
         )
     per_case = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["model", "bundle"])
     return settings, pd.DataFrame(rows), per_case
+
+
+DONE_OR_FAILED = ("done", "failed")
+
+
+def _status(done: int, runs: int, failed: bool) -> str:
+    """``done``, ``partial (k/n)``, ``failed`` (nothing done, something failed) or ``not run`` (nothing finished)."""
+    if done == runs:
+        return "done"
+    if done:
+        return f"partial ({done}/{runs})"
+    return "failed" if failed else "not run"
 
 
 def _costs(recs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
@@ -197,7 +209,7 @@ def make_report(results: str | Path, overlays: int = 3) -> Path:
         cols = ["model", "bundle", "case", "fold", "centre", "class", "metric", "value"]
         write_csv(results / PER_CASE, per_case[cols])
     figures: dict[str, Path] = {}
-    ok = table[table["status"] != "failed"]
+    ok = table[~table["status"].isin(["failed", "not run"])]
     scored = set(per_case[per_case["metric"] == "dice"]["model"]) if len(per_case) else set()
     if scored:
         figures["per-case Dice"] = plots.case_boxplot_png(
@@ -213,7 +225,7 @@ def make_report(results: str | Path, overlays: int = 3) -> Path:
     if histories:
         figures["learning curves"] = plots.learning_curves_png(histories, results / "plots" / "learning_curves.png")
     figures.update(_overlays(results, settings, table, overlays))
-    text = _markdown(settings, table, figures, results)
+    text = _markdown(settings, table, figures, results, per_fold_dice(per_case))
     write_text_atomic(results / LEADERBOARD_MD, text)
     return results / LEADERBOARD_MD
 
@@ -250,7 +262,36 @@ def _overlays(results: Path, settings: Mapping[str, Any], table: pd.DataFrame, n
     return out
 
 
-def _markdown(settings: Mapping[str, Any], table: pd.DataFrame, figures: Mapping[str, Path], results: Path) -> str:
+def per_fold_dice(per_case: pd.DataFrame) -> pd.DataFrame:
+    """Mean over each fold's cases of the per-case Dice (mean over classes): one row per model, one column per fold
+    (empty where the model has no finished run of that fold)."""
+    dice = per_case[per_case["metric"] == "dice"] if len(per_case) else per_case
+    if not len(dice):
+        return pd.DataFrame()
+    case_mean = dice.groupby(["model", "fold", "case"], sort=False)["value"].mean().reset_index()
+    return case_mean.pivot_table(index="model", columns="fold", values="value", aggfunc="mean", sort=False)
+
+
+def _fold_lines(table: pd.DataFrame, folds: pd.DataFrame) -> list[str]:
+    """The per-fold table, when there is more than one fold: the comparison that stays fair while some models have
+    not finished every fold (their pooled means cover other cases)."""
+    if folds.shape[1] < 2:
+        return []
+    names = [m for m in table["model"] if m in folds.index]
+    head = ["model", *[f"fold {f}" for f in folds.columns]]
+    lines = ["", "Dice (class mean) per fold, each fold's own cases:", "", "| " + " | ".join(head) + " |"]
+    lines.append("|" + "---|" * len(head))
+    lines += [f"| {m} | " + " | ".join(fmt_num(v, 3) for v in folds.loc[m]) + " |" for m in names]
+    return lines
+
+
+def _markdown(
+    settings: Mapping[str, Any],
+    table: pd.DataFrame,
+    figures: Mapping[str, Path],
+    results: Path,
+    folds: pd.DataFrame | None = None,
+) -> str:
     classes = [
         c[len("dice_") :]
         for c in table.columns
@@ -294,6 +335,7 @@ def _markdown(settings: Mapping[str, Any], table: pd.DataFrame, figures: Mapping
         cells += [_row_ci(r, f"dice_{c}") for c in [MEAN_CLASS, *classes]]
         cells += [fmt_p(r.get("p_holm")), _run_cell(r["bundle"], settings["folds"])]
         lines.append("| " + " | ".join(cells) + " |")
+    lines += _fold_lines(table, folds if folds is not None else pd.DataFrame())
     lines += ["", _runs_note(settings, results)]
     ensembles = [r for r in table.to_dict("records") if r.get("members")]
     if ensembles:
@@ -366,6 +408,16 @@ def _markdown(settings: Mapping[str, Any], table: pd.DataFrame, figures: Mapping
             f"- {r['model']}: {r['failed']} (see `runs/{r['bundle']}/fold_*/run.log`)"
             for r in failed.to_dict("records")
         ]
+    pending = table[table["pending"].astype(bool)]
+    if len(pending):
+        lines += [
+            "",
+            "## Runs not finished",
+            "",
+            "Running (a worker holds them) or not started; rerun the command:",
+            "",
+        ]
+        lines += [f"- {r['model']}: {r['pending']}" for r in pending.to_dict("records")]
     if figures:
         lines += ["", "## Plots", ""]
         lines += [f"![{k}]({Path(v).relative_to(results).as_posix()})" for k, v in figures.items()]
@@ -434,7 +486,10 @@ def _runs_note(settings: Mapping[str, Any], results: Path) -> str:
             f"`bundles/{bundle}/docs/README.md`)."
         )
     if same:
-        note += f" Shipped as `models/model.pt`, byte for byte, by {', '.join(same)}: these runs' best checkpoints."
+        note += (
+            f" Shipped as `models/model.pt`, byte for byte, by {', '.join(same)}: these runs' weights (each run's "
+            "`best_model.json` says whether best or final)."
+        )
     return note + "".join(other)
 
 

@@ -67,7 +67,8 @@ def export(
         src, out, name, zip, format, torchscript, onnx, untrained, overwrite=overwrite, large_files=large_files
     )
     print(f"exported {src.name} -> {result.path}" + (f" ({result.zip})" if result.zip else ""))
-    print(f"vendored {len(result.vendored)} files into scripts/; isolation: {isolation.prove_isolated()}")
+    isolation.prove_isolated()  # raises unless the checks below ran where shared_components cannot be imported
+    print(f"vendored {len(result.vendored)} files into scripts/; checked without the shared_components package")
     if result.large_files:
         print(f"weights to upload to {large_files}: {result.large_files}/ (listed in large_files.yml)")
     for info in result.exports.values():
