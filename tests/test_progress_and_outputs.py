@@ -232,7 +232,7 @@ def test_leaderboard_shows_end_to_end_inference_and_names_each_run(tmp_path):
     assert "| segresnet | 1.19 | 6.8 | 2 | 1.0 | 0.042 | not measured | not measured | 1.40 |" in md
     assert "| `runs/ds_unet/fold_0` |" in md and "| `runs/ds_segresnet/fold_0` |" in md
     assert "`ds_unet` ships `models/model.pt` from a different run (mean Dice 0.8755," in md
-    assert "`ds_segresnet` ships" not in md and "byte for byte, by `ds_segresnet`: these runs' best" in md
+    assert "`ds_segresnet` ships" not in md and "byte for byte, by `ds_segresnet`: these runs' weights" in md
 
 
 def test_leaderboard_says_when_end_to_end_inference_was_not_measured(tmp_path):

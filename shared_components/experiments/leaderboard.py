@@ -311,8 +311,12 @@ def _markdown(
         "",
         f"{len(table)} models, fold(s) {', '.join(map(str, settings['folds']))} ({n_cases} validation cases per model), "
         f"the same datalist (`{Path(settings['datalist']).name}`), seed {settings['seed']} and budget for every "
-        f"model ({', '.join(budget)} per training run). Machine: {hw}. Runs finished "
-        f"{settings.get('finished', settings.get('started', ''))}.",
+        f"model ({', '.join(budget)} per training run). Machine: {hw}. "
+        + (
+            f"Runs finished {settings['finished']}."
+            if settings.get("finished")
+            else f"Started {settings.get('started')}."
+        ),
         "",
         "Reproduce with:",
         "",
@@ -408,7 +412,7 @@ def _markdown(
             f"- {r['model']}: {r['failed']} (see `runs/{r['bundle']}/fold_*/run.log`)"
             for r in failed.to_dict("records")
         ]
-    pending = table[table["pending"].astype(bool)]
+    pending = table[table["pending"].fillna("").astype(bool)] if "pending" in table else table.iloc[:0]
     if len(pending):
         lines += [
             "",
