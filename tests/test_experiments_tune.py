@@ -4,7 +4,6 @@ processes of a run, and (slow) a real 3-trial study on SQLite with pruning, MLfl
 
 from __future__ import annotations
 
-import _thread
 import json
 import subprocess
 import sys
@@ -273,6 +272,8 @@ def test_surplus_trials_run_nothing_and_do_not_count(hippo, tmp_path):
 
 def test_run_trial_reports_prunes_and_retries_an_interrupted_trial(tmp_path, monkeypatch):
     """The trial loop around a bundle run, with the run faked: a history that grows, then an evaluation."""
+    import _thread
+    import threading
 
     from shared_components.evaluation.report import write_evaluation
     from shared_components.experiments import runs
@@ -283,17 +284,14 @@ def test_run_trial_reports_prunes_and_retries_an_interrupted_trial(tmp_path, mon
     def fake_run(bundle_dir, run_dir, fold, overrides=None, train_overrides=None, *args, **kwargs):
         lr = overrides["learning_rate"]
         calls.append((run_dir.name, lr))
+        if run_dir.name == "trial_0002" and len(calls) == 3:
+            threading.Timer(0.5, _thread.interrupt_main).start()  # Ctrl-C while this trial trains
         (run_dir / "logs").mkdir(parents=True, exist_ok=True)
         rows = ["epoch,loss,val_mean_dice"]
         for epoch in range(1, 5):
             rows.append(f"{epoch},1.0,{(0.2 if lr > 1e-5 else 0.05) * epoch}")
             (run_dir / "logs" / "history.csv").write_text("\n".join(rows) + "\n")
             time.sleep(0.3)
-            if run_dir.name == "trial_0002" and len(calls) == 3 and epoch == 2:
-                # Ctrl-C while this trial trains: the main thread (watching it) takes it; this training goes on
-                # long enough for that on a busy machine (no timer racing the trial's end)
-                _thread.interrupt_main()
-                time.sleep(3)
         cases = [{"case": "c1", "fold": "0", "centre": "", "class": "a", "metric": "dice", "value": 0.8}]
         write_evaluation(run_dir / "eval", cases)
         return {"status": "done", "train_seconds": 1.2, "epochs": 4}
