@@ -102,12 +102,17 @@ BENCHMARK = Group(
             "shared_components.experiments.pipeline_benchmark:benchmark_pipeline",
             "shared_components.experiments.pipeline_benchmark:format_result",
         ),
+        "precision": Command(
+            "shared_components.experiments.precision_benchmark:benchmark_precision",
+            "shared_components.experiments.precision_benchmark:format_result",
+        ),
     },
     (
         "run --bundles 'hippocampus_mri_*' --folds 0 --max_epochs 150 --time_budget 20",
         "report results/hippocampus_mri",
         "ensemble results/hippocampus_mri --members segresnet,attention_unet",
         "pipeline hippocampus_mri_unet --json work/pipeline/hippocampus_cpu.json",
+        "precision --bundles hippocampus_mri_segresnet,hippocampus_mri_unet --json_out work/precision.json",
     ),
 )
 NEW_BUNDLE = Group(

@@ -5,6 +5,7 @@ from typing import TYPE_CHECKING
 from shared_components.lazy import lazy_exports
 
 if TYPE_CHECKING:  # imported on first use, see shared_components.lazy
+    from shared_components.training.autocast import AutocastInferer, channels_last_pays, cpu_bf16_available
     from shared_components.training.checkpoint import RunCheckpoint, eval_checkpoint, run_status
     from shared_components.training.guards import FailFast, TrainingAborted
     from shared_components.training.handlers import EpochHistory, LrSchedule, TimeBudget
@@ -20,6 +21,7 @@ if TYPE_CHECKING:  # imported on first use, see shared_components.lazy
     )
 
 __all__ = [
+    "AutocastInferer",
     "LOSSES",
     "OPTIMIZERS",
     "SCHEDULERS",
@@ -32,6 +34,8 @@ __all__ = [
     "build_loss",
     "build_optimizer",
     "build_scheduler",
+    "channels_last_pays",
+    "cpu_bf16_available",
     "eval_checkpoint",
     "prepare_network",
     "refit_scheduler",

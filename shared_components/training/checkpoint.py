@@ -62,6 +62,8 @@ FORMAT = 1
 # signature entries a rerun (without --resume) must share with the folder's best weights for their validation
 # metrics to be comparable (and the weights to load into the same network)
 COMPARABLE = ("network_def", "patch_size", "num_classes", "multilabel", "preprocessing_args", "val_data", "checkpoint")
+# signature entries stored only when they differ from these values, so runs from before they existed still resume
+SIGNATURE_DEFAULTS = {"cpu_bf16": False}
 HOOK_ENV = "SEG_TRAIN_HOOK"
 _EXIT_CODES = {signal.SIGTERM: 143, signal.SIGINT: 130}
 _LONG = 200  # signature values longer than this (as JSON) are stored as a digest
@@ -268,6 +270,9 @@ class RunCheckpoint:
         self.signature = normalize_signature(signature)
         if checkpoint != "best":  # only then: the signatures of earlier (best-weights) runs stay valid for resume
             self.signature["checkpoint"] = checkpoint
+        for key, default in SIGNATURE_DEFAULTS.items():  # likewise: entries newer than some runs, kept when set
+            if self.signature.get(key, default) == default:
+                self.signature.pop(key, None)
         self.config_hash = signature_hash(self.signature)
         self.monailabel = under_monailabel()
         self.resume = bool(resume) and not self.monailabel
