@@ -74,3 +74,16 @@ def test_bundle_trains_in_bfloat16_when_on_and_records_it(bundles_dir, hippo_dir
     assert all(p.dtype == torch.float32 for p in network.parameters())
     signature = json.loads((tmp_path / "run" / "config.json").read_text())["signature"]
     assert signature.get("cpu_bf16") is (True if cpu_bf16 else None)
+
+
+def test_precision_benchmark_times_the_bundles_own_training_step(tmp_path):
+    from shared_components.experiments.precision_benchmark import benchmark_precision, format_result
+
+    out = tmp_path / "precision.json"
+    result = benchmark_precision(HIPPO, steps=1, warmup=0, variants="fp32_cl,bf16", json_out=str(out))
+    row = result["bundles"][HIPPO]
+    assert set(row) == {"fp32_cl", "bf16"} and all(v["step_s"] > 0 for v in row.values())
+    assert row["fp32_cl"]["speedup"] == 1.0 and json.loads(out.read_text())["bundles"][HIPPO] == row
+    assert HIPPO in format_result(result)
+    with pytest.raises(ValueError, match="Unknown variants"):
+        benchmark_precision(HIPPO, variants="fp16")
