@@ -188,6 +188,10 @@ def test_a_finished_run_ships_in_its_bundle_with_its_own_numbers(grid, tmp_path)
     assert README_UNTRAINED not in card and card.count("## Performance") == 1 and "## MONAI bundle commands" in card
     assert f"{summary['mean']['dice']['mean']:.4f} [{summary['mean']['dice']['ci_low']:.4f}" in card
     assert f"--bundles {HIPPO} --folds 0 --max_epochs 1" in card
+    # the card says the run trained in bfloat16 exactly when it did (the default where this CPU has AMX)
+    from shared_components.training import cpu_bf16_available
+
+    assert (" ".join(weights.BF16_TEXT.split()) in " ".join(card.split())) == cpu_bf16_available("cpu")
     assert (bundle / "docs" / "learning_curves.png").stat().st_size > 1000 and bundle / "docs" / "README.md" in written
     with pytest.raises(FileExistsError, match="force"):
         weights.ship_run(bundle, run)

@@ -70,6 +70,7 @@ def run_facts(run_dir: str | Path) -> dict[str, Any]:
         "fold": int(record["fold"]),
         "selection_fold": overrides.get("selection_fold"),
         "augmentation_mode": augmentation_mode(run_dir),
+        "cpu_bf16": trained_in_bf16(run_dir),
     }
 
 
@@ -84,6 +85,17 @@ def augmentation_mode(run_dir: Path) -> str:
     config = _read(run_dir / "config.json", "the run kept no config.json").get("config", {})
     return str((config.get("augmentation_args") or {}).get("mode", "sample"))
 
+
+def trained_in_bf16(run_dir: Path) -> bool:
+    """Whether a run's forward passes ran under CPU bfloat16 autocast (``cpu_bf16`` in its signature)."""
+    config = _read(run_dir / "config.json", "the run kept no config.json")
+    return bool(config.get("signature", {}).get("cpu_bf16", False))
+
+
+BF16_TEXT = (
+    " The forward passes ran in bfloat16 on the CPU's AMX units (`cpu_bf16`, on by default where AMX is present;"
+    " without AMX the same command trains in float32, about half as many epochs in the same budget)."
+)
 
 AUGMENTED = {
     "sample": "each patch augmented in the data loader (`augmentation_args#mode sample`)",
@@ -191,7 +203,7 @@ The shipped {what} (seed {settings.get("seed", 0)}, {finished}). Scored on fold 
 {chr(10).join(rows)}
 
 Training took **{_minutes(seconds)}**{together} on {hardware_text(settings.get("machine", {}))}: {length};
-{AUGMENTED.get(facts["augmentation_mode"], facts["augmentation_mode"])}.
+{AUGMENTED.get(facts["augmentation_mode"], facts["augmentation_mode"])}.{BF16_TEXT if facts.get("cpu_bf16") else ""}
 {note.strip() + " " if note else ""}Peak RAM {record.get("train_peak_ram_mb", 0) / 1024:.1f} GB. The per-epoch history is in
 [`training_history.csv`](training_history.csv) and [`learning_curves.png`](learning_curves.png).
 
