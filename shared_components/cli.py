@@ -102,6 +102,10 @@ BENCHMARK = Group(
             "shared_components.experiments.pipeline_benchmark:benchmark_pipeline",
             "shared_components.experiments.pipeline_benchmark:format_result",
         ),
+        "components": Command(
+            "shared_components.evaluation.components:component_effect",
+            "shared_components.evaluation.components:format_effect",
+        ),
         "precision": Command(
             "shared_components.experiments.precision_benchmark:benchmark_precision",
             "shared_components.experiments.precision_benchmark:format_result",
@@ -112,6 +116,7 @@ BENCHMARK = Group(
         "report results/hippocampus_mri",
         "ensemble results/hippocampus_mri --members segresnet,attention_unet",
         "pipeline hippocampus_mri_unet --json work/pipeline/hippocampus_cpu.json",
+        "components results/final_bf16/hippocampus_mri",
         "precision --bundles hippocampus_mri_segresnet,hippocampus_mri_unet --json_out work/precision.json",
     ),
 )
