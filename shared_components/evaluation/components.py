@@ -49,8 +49,16 @@ def _cases(run_dir: Path) -> list[dict[str, str]]:
     table = run_dir / "eval" / "cases.csv"
     if not table.is_file():
         return []
+    rows = []
     with table.open() as f:
-        return [r for r in csv.DictReader(f) if r.get("prediction") and Path(r["prediction"]).is_file()]
+        for r in csv.DictReader(f):
+            if not r.get("prediction"):
+                continue
+            here = run_dir / "eval" / "predictions" / Path(r["prediction"]).name  # the run folder moved (a clone)
+            r["prediction"] = r["prediction"] if Path(r["prediction"]).is_file() else str(here)
+            if Path(r["prediction"]).is_file():
+                rows.append(r)
+    return rows
 
 
 def component_effect(results: str | Path, num_classes: int = 3) -> dict[str, Any]:
