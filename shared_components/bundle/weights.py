@@ -56,6 +56,7 @@ def run_facts(run_dir: str | Path) -> dict[str, Any]:
         facts = {"run_dir": run_dir, "summary": summary, "primary": primary, "members": members, "ensemble": record}
         return primary | facts
     best = _read(run_dir / "best_model.json", "the run kept no weights (best_model.json)")
+    started = _read(run_dir / "config.json", "the run kept no config.json")
     weights = run_dir / "models" / "model.pt"
     if not weights.is_file():
         raise FileNotFoundError(f"{weights} is missing: the run promoted no weights.")
@@ -69,8 +70,8 @@ def run_facts(run_dir: str | Path) -> dict[str, Any]:
         "settings": _benchmark_settings(run_dir),
         "fold": int(record["fold"]),
         "selection_fold": overrides.get("selection_fold"),
-        "augmentation_mode": augmentation_mode(run_dir),
-        "cpu_bf16": trained_in_bf16(run_dir),
+        "augmentation_mode": augmentation_mode(started),
+        "cpu_bf16": trained_in_bf16(started),
     }
 
 
@@ -79,17 +80,17 @@ def run_run_dir(ensemble_run: Path, bundle: str) -> Path:
     return ensemble_run.parent.parent / bundle / ensemble_run.name
 
 
-def augmentation_mode(run_dir: Path) -> str:
-    """Where a run's augmentation ran (``augmentation_args#mode``), from the config it started with (runs from
-    before the mode was written into every header ran per sample, the default then)."""
-    config = _read(run_dir / "config.json", "the run kept no config.json").get("config", {})
+def augmentation_mode(started: dict[str, Any]) -> str:
+    """Where a run's augmentation ran (``augmentation_args#mode``), from the config it started with (its
+    ``config.json``; runs from before the mode was written into every header ran per sample, the default then)."""
+    config = started.get("config", {})
     return str((config.get("augmentation_args") or {}).get("mode", "sample"))
 
 
-def trained_in_bf16(run_dir: Path) -> bool:
-    """Whether a run's forward passes ran under CPU bfloat16 autocast (``cpu_bf16`` in its signature)."""
-    config = _read(run_dir / "config.json", "the run kept no config.json")
-    return bool(config.get("signature", {}).get("cpu_bf16", False))
+def trained_in_bf16(started: dict[str, Any]) -> bool:
+    """Whether a run's forward passes ran under CPU bfloat16 autocast (``cpu_bf16`` in its ``config.json``'s
+    signature)."""
+    return bool(started.get("signature", {}).get("cpu_bf16", False))
 
 
 BF16_TEXT = (
