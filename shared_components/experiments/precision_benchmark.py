@@ -11,11 +11,9 @@ AMX is present, and ``channels_last`` off under bfloat16 for the networks where 
 
 from __future__ import annotations
 
-import json
 import statistics
 import time
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -101,8 +99,9 @@ def benchmark_precision(
         result["bundles"][bundle] = {v: {"step_s": m, "speedup": base / m} for v, m in medians.items()}
         print(format_result({"bundles": {bundle: result["bundles"][bundle]}}, header=False), flush=True)
     if json_out:
-        Path(json_out).parent.mkdir(parents=True, exist_ok=True)
-        Path(json_out).write_text(json.dumps(result, indent=4) + "\n")
+        from shared_components.evaluation.report import write_json
+
+        write_json(json_out, result)
     return result
 
 
