@@ -292,3 +292,19 @@ def test_a_shipped_ensemble_is_served_by_inference_yaml(grid, tmp_path, hippo_di
     assert np.array_equal(a, b) and len(np.unique(a)) > 1
     weights.ship_run(bundle, results / "runs" / HIPPO / "fold_0", force=True)
     assert not (bundle / "models" / "ensemble").exists()
+
+
+def test_new_folds_join_a_grid_but_other_settings_are_refused(tmp_path):
+    """Runs on a further fold join the grid (the settings list every fold run so far); a change of budget does not."""
+    from shared_components.experiments.benchmark import SETTINGS, _check_settings
+
+    old = {"datalist": "d.json", "dataset_dir": "data", "folds": [1], "seed": 0, "max_epochs": 300}
+    old |= {"time_budget_minutes": 30.0, "val_interval": 10, "overrides": {"batch_size": 2}}
+    (tmp_path / SETTINGS).write_text(json.dumps(old | {"bundles": ["a"], "bundle_dirs": ["/b/a"]}))
+    requested = [0, 2]
+    new = old | {"folds": requested, "bundles": ["b"], "bundle_dirs": ["/b/b"]}
+    _check_settings(tmp_path, new, force=False)
+    assert new["folds"] == [0, 1, 2] and requested == [0, 2]  # the grid still runs only the folds asked for
+    assert new["bundles"] == ["a", "b"]
+    with pytest.raises(ValueError, match=r"other settings \(time_budget_minutes: 30.0 -> 60.0\)"):
+        _check_settings(tmp_path, old | {"time_budget_minutes": 60.0}, force=False)

@@ -43,16 +43,7 @@ logger = logging.getLogger(__name__)
 
 SETTINGS = "benchmark.json"
 RUNS = "runs"  # <out>/<dataset>/runs/: one folder per (bundle, fold) and the MLflow store
-COMPARED = (
-    "datalist",
-    "dataset_dir",
-    "folds",
-    "seed",
-    "max_epochs",
-    "time_budget_minutes",
-    "val_interval",
-    "overrides",
-)
+COMPARED = ("datalist", "dataset_dir", "seed", "max_epochs", "time_budget_minutes", "val_interval", "overrides")
 
 
 def dataset_name(bundles: Sequence[Path]) -> str:
@@ -286,8 +277,8 @@ def _same_data(dirs: Sequence[Path], overrides: Mapping[str, Any]) -> dict[str, 
     return next(iter(seen.values()))
 
 
-def _check_settings(results: Path, settings: Mapping[str, Any], force: bool) -> None:
-    """Refuse to mix runs made under different data, folds, seed or budget into one leaderboard."""
+def _check_settings(results: Path, settings: dict[str, Any], force: bool) -> None:
+    """Refuse to mix runs made under different data, seed, budget or overrides into one leaderboard."""
     path = results / SETTINGS
     if force or not path.is_file():
         return
@@ -299,7 +290,8 @@ def _check_settings(results: Path, settings: Mapping[str, Any], force: bool) -> 
             f"{results} holds a benchmark run with other settings ({detail}); use another --out, "
             "or --force to rerun the grid with the new settings."
         )
-    # the same settings: new bundles join the existing grid
+    # the same settings: new bundles and new folds join the existing grid (each fold's runs are scored on that fold)
+    settings["folds"] = sorted({*old.get("folds", []), *settings["folds"]})
     settings["bundles"][:0] = [b for b in old.get("bundles", []) if b not in settings["bundles"]]
     settings["bundle_dirs"][:0] = [b for b in old.get("bundle_dirs", []) if b not in settings["bundle_dirs"]]
 
