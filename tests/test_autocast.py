@@ -7,12 +7,12 @@ import json
 import pytest
 import torch
 from ignite.engine import Events
-from monai.bundle import ConfigWorkflow
+from monai.bundle import ConfigParser, ConfigWorkflow
 from monai.inferers import SimpleInferer
 from monai.networks.nets import DynUNet
 
 from shared_components.bundle.runner import output_overrides
-from shared_components.training import AutocastInferer, cpu_bf16_available
+from shared_components.training import AutocastInferer, cpu_bf16_available, cpu_bf16_pays
 from tests.helpers import HIPPO, cwd, one_epoch
 
 
@@ -50,6 +50,17 @@ def test_autocast_inferer_casts_deep_supervision_heads():
 def test_cpu_bf16_available_only_on_a_cpu_with_amx():
     assert not cpu_bf16_available("cuda")
     assert cpu_bf16_available("cpu") == bool(torch.cpu.get_capabilities().get("amx_bf16"))
+
+
+@pytest.mark.parametrize(("model", "measured_faster"), [("swin_unetr", False), ("unetr", True), ("segresnet", True)])
+def test_bundles_default_to_bfloat16_only_where_it_was_measured_faster(bundles_dir, model, measured_faster):
+    """The bundles' ``cpu_bf16`` default, parsed from their own train.yaml: on where AMX is present, except for
+    SwinUNETR (0.93x in bfloat16, README "bfloat16 on CPUs with AMX"); never on a GPU device."""
+    parser = ConfigParser()
+    parser.read_config(str(bundles_dir / f"hippocampus_mri_{model}" / "configs" / "train.yaml"))
+    parser["bundle_root"] = str(bundles_dir / f"hippocampus_mri_{model}")
+    assert parser.get_parsed_content("cpu_bf16") == (measured_faster and cpu_bf16_available("cpu"))
+    assert not cpu_bf16_pays(parser.get_parsed_content("network_def"), "cuda")
 
 
 @pytest.mark.parametrize("cpu_bf16", [True, False])

@@ -6,7 +6,8 @@
 of the bundle's ``batch_size`` x ``patch_size``, the variants taking turns (A, B, C, D, A, ...) so a machine shared
 with other work slows all alike. It reports the median seconds per step and each variant's speed-up over
 float32 channels-last (the bundles' float32 default). The choice the bundles make from it: ``cpu_bf16`` on where
-AMX is present, and ``channels_last`` off under bfloat16 for the networks where it is slower (model specs).
+AMX is present except for SwinUNETR (``cpu_bf16_pays``), and ``channels_last`` off under bfloat16 for the
+group-normalised networks, where it is slower (``channels_last_pays``).
 """
 
 from __future__ import annotations

@@ -5,7 +5,12 @@ from typing import TYPE_CHECKING
 from shared_components.lazy import lazy_exports
 
 if TYPE_CHECKING:  # imported on first use, see shared_components.lazy
-    from shared_components.training.autocast import AutocastInferer, channels_last_pays, cpu_bf16_available
+    from shared_components.training.autocast import (
+        AutocastInferer,
+        channels_last_pays,
+        cpu_bf16_available,
+        cpu_bf16_pays,
+    )
     from shared_components.training.checkpoint import RunCheckpoint, eval_checkpoint, run_status
     from shared_components.training.guards import FailFast, TrainingAborted
     from shared_components.training.handlers import EpochHistory, LrSchedule, TimeBudget
@@ -36,6 +41,7 @@ __all__ = [
     "build_scheduler",
     "channels_last_pays",
     "cpu_bf16_available",
+    "cpu_bf16_pays",
     "eval_checkpoint",
     "prepare_network",
     "refit_scheduler",

@@ -5,7 +5,8 @@ MONAI's trainers and evaluators take ``amp`` for CUDA only (``torch.autocast("cu
 about twice as fast there (``scripts/benchmark_cpu_bf16.py``). :class:`AutocastInferer` wraps the inferer a trainer
 calls, so the forward pass runs under ``torch.autocast("cpu", torch.bfloat16)`` and the loss, the optimizer and the
 weights stay float32 (the backward pass follows the forward's dtypes); nothing else in MONAI's iteration changes.
-Without AMX bfloat16 is emulated and slower, so the default turns it on only where AMX is present.
+Without AMX bfloat16 is emulated and slower, so the default turns it on only where AMX is present, and not for
+networks measured slower in it (:func:`cpu_bf16_pays`).
 """
 
 from __future__ import annotations
@@ -21,6 +22,19 @@ def cpu_bf16_available(device: torch.device | str) -> bool:
     if torch.device(device).type != "cpu":
         return False
     return bool(torch.cpu.get_capabilities().get("amx_bf16", False))
+
+
+def cpu_bf16_pays(network: torch.nn.Module, device: torch.device | str) -> bool:
+    """The bundles' ``cpu_bf16`` default: :func:`cpu_bf16_available` on ``device``, except for networks built of
+    shifted-window transformer blocks (SwinUNETR), whose many small window-attention matmuls and casts make the
+    bfloat16 step slower than float32: 12.26 s against 11.42 s float32 channels-last for the hippocampus SwinUNETR,
+    while UNETR's plain ViT gains 2.12x (one core, ``segbundles benchmark precision``, README "bfloat16 on CPUs
+    with AMX")."""
+    from monai.networks.nets.swin_unetr import SwinTransformerBlock
+
+    if any(isinstance(m, SwinTransformerBlock) for m in network.modules()):
+        return False
+    return cpu_bf16_available(device)
 
 
 def _to_float32(output: Any) -> Any:
