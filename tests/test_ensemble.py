@@ -35,6 +35,24 @@ def test_an_ensemble_of_one_model_twice_is_that_model(bundles_dir):
     assert bundle_parser(bundle)["bundle_root"] == str(bundle.resolve())
 
 
+@torch.no_grad()
+def test_members_are_built_with_the_overrides_their_weights_were_trained_with(bundles_dir, tmp_path):
+    """A benchmark run trained with ``--overrides '{"network_def#init_filters": 16}'`` is ensembled with that width
+    (its weights do not fit the bundle's own network); training-only settings are left out of inference."""
+    bundle = bundles_dir / "hippocampus_mri_segresnet"
+    wide = {"network_def#init_filters": 16, "augmentation_args#mode": "sample", "checkpoint": "final"}
+    parser = bundle_parser(bundle, wide)
+    assert parser["network_def"]["init_filters"] == 16 and "augmentation_args" not in parser
+    assert "checkpoint" not in parser
+    torch.save(parser.get_parsed_content("network_def").state_dict(), tmp_path / "wide.pt")
+    with pytest.raises(RuntimeError, match="size mismatch"):  # the bundle's own width refuses these weights
+        BundleEnsemble([bundle, bundle], checkpoints=[tmp_path / "wide.pt", None])
+    ens = BundleEnsemble([bundle, bundle], checkpoints=[tmp_path / "wide.pt", None], overrides=[wide, None])
+    assert ens.members[0][0].convInit.conv.out_channels == 16 and ens.members[1][0].convInit.conv.out_channels == 8
+    with pytest.raises(ValueError, match="2 bundles but 2 checkpoints, 1 overrides"):
+        BundleEnsemble([bundle, bundle], overrides=[wide])
+
+
 def test_the_command_refuses_what_it_cannot_run(bundles_dir, tmp_path):
     from shared_components.experiments.ensemble import ensemble
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import copy
 import itertools
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -169,7 +169,8 @@ class BundleEnsemble(Inferer):
     each member runs its own ``inferer`` (sliding window at its own patch size) with its own ``network_def`` and
     weights, all on the same preprocessed input; the output is logits of the averaged probabilities (like
     :class:`FoldEnsemble`). The network the evaluator passes is not used. Members must share the preprocessing
-    (:func:`check_same_preprocessing`)."""
+    (:func:`check_same_preprocessing`). ``overrides`` (one mapping per member) are the config overrides its
+    weights were trained with (``network_def#init_filters``, ``patch_size``; see :func:`bundle_parser`)."""
 
     def __init__(
         self,
@@ -177,16 +178,18 @@ class BundleEnsemble(Inferer):
         device: torch.device | str = "cpu",
         multilabel: bool = False,
         checkpoints: Sequence[str | Path | None] | None = None,
+        overrides: Sequence[Mapping[str, Any] | None] | None = None,
     ):
         super().__init__()
         if not bundles:
             raise ValueError("BundleEnsemble needs at least one bundle.")
         checkpoints = list(checkpoints or [None] * len(bundles))
-        if len(checkpoints) != len(bundles):
-            raise ValueError(f"{len(bundles)} bundles but {len(checkpoints)} checkpoints.")
+        overrides = list(overrides or [None] * len(bundles))
+        if not len(checkpoints) == len(overrides) == len(bundles):
+            raise ValueError(f"{len(bundles)} bundles but {len(checkpoints)} checkpoints, {len(overrides)} overrides.")
         self.multilabel, self.members = multilabel, []
-        for bundle, ckpt in zip(bundles, checkpoints, strict=True):
-            parser = bundle_parser(bundle)
+        for bundle, ckpt, over in zip(bundles, checkpoints, overrides, strict=True):
+            parser = bundle_parser(bundle, over)
             network = parser.get_parsed_content("network_def").to(device)
             network.load_state_dict(load_weights(ckpt or Path(bundle) / "models" / "model.pt", device))
             self.members.append((network.eval(), parser.get_parsed_content("inferer")))
@@ -197,24 +200,33 @@ class BundleEnsemble(Inferer):
         return as_logits(total / len(self.members), self.multilabel)
 
 
-def bundle_parser(bundle: str | Path) -> Any:
-    """A bundle's ``configs/inference.yaml``, read with its own ``bundle_root``."""
+def bundle_parser(bundle: str | Path, overrides: Mapping[str, Any] | None = None) -> Any:
+    """A bundle's ``configs/inference.yaml``, read with its own ``bundle_root`` and the ``overrides`` of a training
+    run (e.g. a benchmark's): those of ids inference.yaml has (``network_def#channels``, ``patch_size``); training
+    settings it lacks (``augmentation_args#mode``, ``checkpoint``) do not concern inference and are left out."""
     from monai.bundle import ConfigParser
 
     bundle = Path(bundle).resolve()
     parser = ConfigParser()
     parser.read_config(str(bundle / "configs" / "inference.yaml"))
     parser["bundle_root"] = str(bundle)
+    for key, value in (overrides or {}).items():
+        parent = key.replace("::", "#").rpartition("#")[0]
+        if key in parser or (parent and parent in parser):
+            parser[key] = value
     return parser
 
 
-def check_same_preprocessing(bundles: Sequence[str | Path]) -> None:
+def check_same_preprocessing(
+    bundles: Sequence[str | Path], overrides: Sequence[Mapping[str, Any] | None] | None = None
+) -> None:
     """Refuse an ensemble whose members preprocess differently (spacing, orientation, intensity) or predict other
     classes: their probabilities would not be of the same voxels and labels."""
     keys = ("preprocessing_args", "num_classes", "multilabel", "num_channels")
-    first = {k: bundle_parser(bundles[0])[k] for k in keys}
-    for bundle in bundles[1:]:
-        other = {k: bundle_parser(bundle)[k] for k in keys}
+    parsers = [bundle_parser(b, o) for b, o in zip(bundles, overrides or [None] * len(bundles), strict=True)]
+    first = {k: parsers[0][k] for k in keys}
+    for bundle, parser in zip(bundles[1:], parsers[1:], strict=True):
+        other = {k: parser[k] for k in keys}
         diff = [k for k in keys if other[k] != first[k]]
         if diff:
             detail = "; ".join(f"{k}: {first[k]!r} vs {other[k]!r}" for k in diff)

@@ -92,6 +92,7 @@ def ensemble_benchmark(
                 tta_flip_axes=axes,
                 datalist=settings["datalist"],
                 dataset_dir=settings["dataset_dir"],
+                member_overrides=[settings.get("overrides") or {}] * len(names),  # what every run was trained with
             )
             record["status"] = "done"
         except (RuntimeError, OSError, ValueError) as e:

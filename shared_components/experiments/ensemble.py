@@ -38,6 +38,7 @@ def ensemble(
     tta_flip_axes: list[int] | None = None,
     datalist: str | None = None,
     dataset_dir: str | None = None,
+    member_overrides: list[dict[str, Any]] | None = None,
 ) -> Path:
     """Average the probabilities of several trained bundles of one dataset: segment new images, or score a fold.
 
@@ -52,6 +53,9 @@ def ensemble(
         tta_flip_axes: also mirror at test time along these spatial axes (see ``tta_flip_axes`` of the configs).
         datalist: another datalist for ``--fold``.
         dataset_dir: another data folder.
+        member_overrides: the config overrides each member's weights were trained with, one mapping per bundle
+            (``'[{"network_def#init_filters": 16}, {}]'``), for weights of runs trained with another network size
+            than the bundle's own (a benchmark's ``--overrides``).
     """
     from shared_components.bundle.runner import EVALUATE, INFER, run_bundle
     from shared_components.evaluation.ensemble import check_same_preprocessing
@@ -59,9 +63,12 @@ def ensemble(
     if (input_data is None) == (fold is None):
         raise ValueError("give either --input_data (segment new images) or --fold (evaluate on a validation fold).")
     dirs, ckpts = _members(bundles, checkpoints)
-    check_same_preprocessing(dirs)
+    member_overrides = [dict(o or {}) for o in (member_overrides or [{}] * len(dirs))]
+    if len(member_overrides) != len(dirs):
+        raise ValueError(f"--member_overrides gives {len(member_overrides)} mappings for {len(dirs)} bundles.")
+    check_same_preprocessing(dirs, member_overrides)
     out_dir = Path(out).resolve()
-    members = f"[{', '.join(repr(str(d)) for d in dirs)}], @device, @multilabel, {ckpts!r}"
+    members = f"[{', '.join(repr(str(d)) for d in dirs)}], @device, @multilabel, {ckpts!r}, {member_overrides!r}"
     axes = list(tta_flip_axes or [])
     overrides: dict[str, Any] = {"tta_flip_axes": axes}
     if dataset_dir:
