@@ -14,7 +14,7 @@ from shared_components.data.converters.msd import msd_datalist
 from shared_components.evaluation.report import with_case_means
 from shared_components.experiments.benchmark import dataset_name, run_benchmark, run_path
 from shared_components.experiments.leaderboard import make_report
-from shared_components.experiments.runs import resolve_bundles
+from shared_components.experiments.runs import count_parameters, resolve_bundles
 from tests.helpers import HIPPO
 
 pytestmark = pytest.mark.slow
@@ -165,6 +165,13 @@ def test_bundle_selection_and_dataset_name():
     assert dataset_name(dirs) == "hippocampus_mri"
     with pytest.raises(FileNotFoundError, match="matches"):
         resolve_bundles("no_such_dataset_*")
+
+
+def test_the_parameter_count_is_of_the_network_the_runs_train(bundles_dir):
+    """A benchmark with ``--overrides '{"network_def#init_filters": 16}'`` reports the wider network's size."""
+    bundle = bundles_dir / "hippocampus_mri_segresnet"
+    own, wide = count_parameters(bundle), count_parameters(bundle, {"network_def#init_filters": 16})
+    assert 3.5 * own < wide < 4.5 * own  # twice the filters: about four times the convolution weights
 
 
 def test_a_finished_run_ships_in_its_bundle_with_its_own_numbers(grid, tmp_path):

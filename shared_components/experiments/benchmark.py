@@ -180,7 +180,7 @@ def run_benchmark(
     settings["command"] = command(settings)
     settings["started"] = time.strftime("%Y-%m-%d %H:%M:%S")
     write_json(results / SETTINGS, settings)
-    params = {d.name: count_parameters(d) for d in dirs}
+    params = {d.name: count_parameters(d, overrides) for d in dirs}  # the network the runs train
     grid = [(d, f) for f in folds for d in dirs]  # fold by fold: after the first, every bundle has a number
     bar = tqdm(total=len(grid), desc=f"benchmark {name}", unit="run")
     queue = None

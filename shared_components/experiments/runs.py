@@ -80,9 +80,9 @@ def bundle_values(bundle_dir: Path, ids: Sequence[str], overrides: Mapping[str, 
     return {k: str((bundle_dir / v).resolve()) if k in ("datalist", "dataset_dir") else v for k, v in values.items()}
 
 
-def count_parameters(bundle_dir: Path) -> int:
-    """Trainable parameters of the bundle's ``network_def``."""
-    net = bundle_values(bundle_dir, ["network_def"])["network_def"]
+def count_parameters(bundle_dir: Path, overrides: Mapping[str, Any] | None = None) -> int:
+    """Trainable parameters of the bundle's ``network_def`` (with ``overrides``, e.g. a benchmark's)."""
+    net = bundle_values(bundle_dir, ["network_def"], overrides)["network_def"]
     return int(sum(p.numel() for p in net.parameters() if p.requires_grad))
 
 
