@@ -214,6 +214,13 @@ def test_a_finished_run_ships_in_its_bundle_with_its_own_numbers(grid, tmp_path)
         weights.ship_run(fresh, run)
     assert not (fresh / "models" / "model.pt").exists(), "a failed ship left weights behind"
     assert json.loads((fresh / "configs" / "metadata.json").read_text())["eval_metrics"] == {}
+    wide = scaffold.create("hippocampus_mri", "unet", root=tmp_path / "wide")  # weights of another width
+    infer = wide / "configs" / "inference.yaml"
+    assert "channels: [16, 32, 64, 128]" in infer.read_text()
+    infer.write_text(infer.read_text().replace("channels: [16, 32, 64, 128]", "channels: [32, 64, 128, 256]"))
+    with pytest.raises(ValueError, match="does not fit hippocampus_mri_unet's network_def .size mismatch"):
+        weights.ship_run(wide, run)
+    assert not (wide / "models" / "model.pt").exists()
 
 
 def test_an_ensemble_of_the_grids_runs_is_ranked_with_them(grid, tmp_path):

@@ -242,6 +242,27 @@ def _description(bundle: Path, facts: dict[str, Any], metrics: dict[str, float])
     )
 
 
+def check_weights_fit(bundle_dir: Path, weights: Path, run_dir: Path) -> None:
+    """Refuse weights that the bundle's own ``network_def`` cannot load (a run trained with another width through
+    the benchmark's ``--overrides``): shipped, they would fail only when a user first runs the bundle."""
+    from shared_components.evaluation.ensemble import bundle_parser, load_weights
+
+    network = bundle_parser(bundle_dir).get_parsed_content("network_def")
+    try:
+        network.load_state_dict(load_weights(weights))
+    except RuntimeError as e:
+        raise ValueError(
+            f"{weights} does not fit {Path(bundle_dir).name}'s network_def ({_first_problem(e)}). The run "
+            f"{run_dir} was trained with another network (its overrides are in run.json); give the bundle that "
+            "network through its spec and `new-bundle sync`, then ship."
+        ) from e
+
+
+def _first_problem(error: RuntimeError) -> str:
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return (lines[1] if len(lines) > 1 else lines[0]).rstrip(".") if lines else "cannot load"
+
+
 def _bump(version: str) -> str:
     major, minor, _ = (int(x) for x in version.split("."))
     return f"{major}.{minor + 1}.0"
@@ -265,6 +286,9 @@ def ship_run(bundle: str | Path, run_dir: str | Path, force: bool = False, note:
         raise FileExistsError(f"{target} exists (shipped weights); pass force=True to replace them with this run's.")
     meta_path, card_path = bundle / "configs" / "metadata.json", bundle / "docs" / "README.md"
     meta, card = json.loads(meta_path.read_text()), card_path.read_text()
+    check_weights_fit(bundle, facts["weights"], facts["run_dir"])
+    for member in facts.get("members", []):  # each other member of an ensemble into its own bundle's network
+        check_weights_fit(Path(member["record"]["bundle_dir"]), member["weights"], member["run_dir"])
     metrics = eval_metrics(facts)
     version = _bump(meta["version"])
     kind = f"an ensemble of {len(facts['members']) + 1} benchmark runs" if facts.get("members") else "a benchmark run"
